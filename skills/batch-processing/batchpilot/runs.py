@@ -1,0 +1,177 @@
+"""The run directory: the ledger of one job (DESIGN.md, "The run directory").
+
+`create_run` streams items through the template into `items.jsonl` and `requests.jsonl` inside a hidden
+sibling directory and renames it into place only when complete, so a failed or killed `prepare` leaves no
+half-written run. Re-preparing into an existing run is allowed only with identical inputs (same template
+content, variables, model, options and items): then it is a no-op.
+
+`journal.jsonl` is append-only and fsynced: every command that changes a run journals before and after each
+remote side effect, and on restart reads the journal to pick up where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from batchpilot import __version__
+from batchpilot.errors import BatchpilotError
+from batchpilot.files import append_jsonl, atomic_write_json, dumps, iter_jsonl, read_json
+from batchpilot.items import Item, items_fingerprint_update
+from batchpilot.requests import RequestBuilder
+
+FORMAT_VERSION = 1
+RUNS_HOME = Path(".batchpilot") / "runs"
+
+
+def now_iso() -> str:
+    """UTC now, RFC 3339 with microseconds (the API's style)."""
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def default_run_dir(template_name: str) -> Path:
+    """`.batchpilot/runs/<timestamp>-<template>` under the current directory."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = RUNS_HOME / f"{stamp}-{template_name}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return candidate
+
+
+@dataclass
+class PrepareResult:
+    """What `create_run` did: the run directory, counts, and whether it already existed unchanged."""
+
+    run_dir: Path
+    item_count: int
+    skipped: Counter = field(default_factory=Counter)
+    unchanged: bool = False
+    manifest: dict = field(default_factory=dict)
+
+
+def _inputs_digest(settings: dict) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    h.update(dumps(settings).encode())
+    return h
+
+
+def _fingerprint_only(items: Iterable[Item], settings: dict) -> str:
+    h = _inputs_digest(settings)
+    for item in items:
+        items_fingerprint_update(h, item)
+    return "sha256:" + h.hexdigest()
+
+
+def create_run(
+    run_dir: Path,
+    items: Iterable[Item],
+    skipped_log: list,
+    builder: RequestBuilder,
+    settings: dict,
+    manifest_extra: dict,
+) -> PrepareResult:
+    """Write a complete run directory atomically, or recognise an identical existing one.
+
+    `settings` (template hash, variables, model, options) and the items determine the run's inputs hash.
+    `skipped_log` is filled by the item loader as it goes (source, reason, detail tuples).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        return _reprepare(run_dir, items, skipped_log, settings)
+    parent = run_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{run_dir.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        h = _inputs_digest(settings)
+        count = 0
+        with open(tmp / "items.jsonl", "w", encoding="utf-8") as items_fh, open(tmp / "requests.jsonl", "w", encoding="utf-8") as req_fh:
+            for item in items:
+                items_fingerprint_update(h, item)
+                items_fh.write(dumps(item.manifest()) + "\n")
+                req_fh.write(dumps(builder.request(item)) + "\n")
+                count += 1
+            for fh in (items_fh, req_fh):
+                fh.flush()
+                os.fsync(fh.fileno())
+        skipped = Counter(reason for _, reason, _ in skipped_log)
+        if count == 0:
+            counts = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none found"
+            raise BatchpilotError(
+                f"no items to process ({counts} skipped)",
+                "point --items at text files or records with content; skipped items are listed with their reason above",
+            )
+        append_jsonl(tmp / "skipped.jsonl", ({"source": s, "reason": r, "detail": d} for s, r, d in skipped_log))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "batchpilot_version": __version__,
+            "created_at": now_iso(),
+            **manifest_extra,
+            "item_count": count,
+            "skipped": dict(sorted(skipped.items())),
+            "inputs_hash": "sha256:" + h.hexdigest(),
+        }
+        atomic_write_json(tmp / "run.json", manifest)
+        append_jsonl(tmp / "journal.jsonl", [{"at": now_iso(), "event": "prepared", "items": count}])
+        os.rename(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareResult(run_dir, count, skipped, False, manifest)
+
+
+def _reprepare(run_dir: Path, items: Iterable[Item], skipped_log: list, settings: dict) -> PrepareResult:
+    manifest_path = run_dir / "run.json"
+    if not manifest_path.is_file():
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            raise BatchpilotError(f"{run_dir} exists and is empty", "remove it, or pass a new --run directory")
+        raise BatchpilotError(f"{run_dir} exists and is not a batchpilot run", "pass a new --run directory")
+    manifest = read_json(manifest_path, "run manifest")
+    digest = _fingerprint_only(items, settings)
+    if digest != manifest.get("inputs_hash"):
+        raise BatchpilotError(
+            f"{run_dir} was prepared from different inputs (template, items, model or options changed)",
+            "pass a new --run directory, or delete the old run if you no longer need it",
+        )
+    return PrepareResult(run_dir, int(manifest.get("item_count", 0)), Counter(manifest.get("skipped") or {}), True, manifest)
+
+
+# ------------------------------------------------------------------------------------------- reading runs
+
+
+def open_run(run_dir: Path | str) -> dict:
+    """The manifest of an existing run, or an error saying how to create one."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise BatchpilotError(f"{run_dir} is not a run directory (no run.json)",
+                              "create one with `batchpilot prepare --template T --items SRC --run DIR`")
+    manifest = read_json(run_dir / "run.json", "run manifest")
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise BatchpilotError(f"{run_dir / 'run.json'}: unsupported or damaged manifest", "prepare the run again into a new directory")
+    return manifest
+
+
+def journal(run_dir: Path, event: str, **fields: Any) -> None:
+    """Append one event to the run's journal (flushed and fsynced before returning)."""
+    append_jsonl(Path(run_dir) / "journal.jsonl", [{"at": now_iso(), "event": event, **fields}])
+
+
+def iter_journal(run_dir: Path) -> Iterator[dict]:
+    """The run's journal events in order (a torn last line from a kill is ignored)."""
+    return iter_jsonl(Path(run_dir) / "journal.jsonl")
+
+
+def monotonic() -> float:
+    """Seconds on a monotonic clock (durations)."""
+    return time.monotonic()

@@ -1,0 +1,103 @@
+"""The local token estimator, shared by `plan` (cost estimates) and the emulator (usage it reports).
+
+Both sides count with the same documented rule so a rehearsal's billed usage and the plan agree:
+
+* text costs ``ceil(characters / 4)`` tokens (the usual rule of thumb for English and code);
+* a JSON value (a tool definition, a schema, a tool_use input) costs the tokens of its compact JSON text;
+* every message adds ``MESSAGE_OVERHEAD`` tokens and every request ``REQUEST_OVERHEAD``.
+
+The real API's counts differ by tokenizer; `plan --count-tokens` asks the API instead of this estimate.
+
+Prompt caching needs to know where a prefix ends, so `request_segments` returns the request in the API's cache
+order (tools → system → messages), block by block, each with its token count and cache breakpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD = 3
+REQUEST_OVERHEAD = 7
+
+
+def estimate_text(text: str) -> int:
+    """Tokens of one piece of text: ceil(len / 4), 0 for the empty string."""
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def estimate_json(value: Any) -> int:
+    """Tokens of a JSON value, counted on its compact serialisation."""
+    return estimate_text(json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One block of a request in cache order: its tokens, its text (for cache keys), and its breakpoint TTL."""
+
+    tokens: int
+    text: str
+    cache_ttl: str | None  # "5m", "1h" or None when the block carries no cache_control
+
+
+def _ttl(block: Any) -> str | None:
+    if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
+        return str(block["cache_control"].get("ttl") or "5m")
+    return None
+
+
+def _block_text(block: Any) -> str:
+    if isinstance(block, str):
+        return block
+    if not isinstance(block, dict):
+        return json.dumps(block, sort_keys=True, default=str)
+    kind = block.get("type")
+    if kind == "text":
+        return str(block.get("text", ""))
+    if kind == "tool_use":
+        return json.dumps(block.get("input", {}), separators=(",", ":"), sort_keys=True, default=str)
+    if kind == "tool_result":
+        content = block.get("content", "")
+        if isinstance(content, list):
+            return "".join(_block_text(b) for b in content)
+        return str(content)
+    if kind in ("thinking", "redacted_thinking"):
+        return str(block.get("thinking", block.get("data", "")))
+    return json.dumps({k: v for k, v in block.items() if k != "cache_control"}, sort_keys=True, default=str)
+
+
+def request_segments(params: dict) -> Iterator[Segment]:
+    """Yield the request's blocks in the API's cache order: tools, system, then each message's blocks."""
+    for tool in params.get("tools") or []:
+        if isinstance(tool, dict):
+            body = {k: v for k, v in tool.items() if k != "cache_control"}
+            text = json.dumps(body, separators=(",", ":"), sort_keys=True, default=str)
+            yield Segment(estimate_text(text), text, _ttl(tool))
+    output_format = (params.get("output_config") or {}).get("format") if isinstance(params.get("output_config"), dict) else None
+    if output_format:
+        text = json.dumps(output_format, separators=(",", ":"), sort_keys=True, default=str)
+        yield Segment(estimate_text(text), text, None)
+    system = params.get("system")
+    if isinstance(system, str) and system:
+        yield Segment(estimate_text(system), system, None)
+    elif isinstance(system, list):
+        for block in system:
+            text = _block_text(block)
+            yield Segment(estimate_text(text), text, _ttl(block))
+    for message in params.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content", "")
+        role = str(message.get("role", ""))
+        blocks = [content] if isinstance(content, str) else (content if isinstance(content, list) else [])
+        for i, block in enumerate(blocks):
+            text = _block_text(block)
+            overhead = MESSAGE_OVERHEAD if i == 0 else 0
+            yield Segment(estimate_text(text) + overhead, role + ":" + text, _ttl(block))
+
+
+def estimate_input_tokens(params: dict) -> int:
+    """All input tokens of a Messages request (what count_tokens answers), cache or not."""
+    return REQUEST_OVERHEAD + sum(s.tokens for s in request_segments(params))
