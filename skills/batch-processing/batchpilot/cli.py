@@ -58,7 +58,9 @@ class LazyGroup(click.Group):
             click.echo("Hint: re-run the same command; it resumes from the run directory", err=True)
             sys.exit(130)
         except click.UsageError as exc:
-            command = exc.ctx.command_path if exc.ctx else "batchpilot"
+            words = list(sys.argv[1:] if args is None else args)
+            sub = next((w for w in words if w in COMMANDS), None)
+            command = exc.ctx.command_path if exc.ctx else "batchpilot" + (f" {sub}" if sub else "")
             fail(exc.format_message(), f"see `{command} --help`", 2)
         except click.ClickException as exc:
             fail(exc.format_message(), "see `batchpilot --help`", exc.exit_code or 1)

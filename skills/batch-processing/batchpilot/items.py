@@ -108,7 +108,8 @@ def _glob_base(pattern: str) -> str:
 
 def _list_files(src: str) -> list[str]:
     if any(ch in src for ch in GLOB_CHARS):
-        matches = sorted(p for p in glob.glob(src, recursive=True) if os.path.isfile(p))
+        # Anything that is not a directory is an item; one that cannot be read is skipped as unreadable.
+        matches = sorted(p for p in glob.glob(src, recursive=True) if not os.path.isdir(p))
         if not matches:
             raise BatchpilotError(
                 f"no files match {src!r}",

@@ -122,6 +122,8 @@ def create_run(
             "skipped": dict(sorted(skipped.items())),
             "inputs_hash": "sha256:" + h.hexdigest(),
         }
+        # The schema travels with the run, so merge can validate even if the template directory moves.
+        atomic_write_json(tmp / "schema.json", builder.template.schema)
         atomic_write_json(tmp / "run.json", manifest)
         append_jsonl(tmp / "journal.jsonl", [{"at": now_iso(), "event": "prepared", "items": count}])
         os.rename(tmp, run_dir)

@@ -117,7 +117,7 @@ def plan(ctx: click.Context, urgent: bool, needs_tools: bool, dependent: bool, c
               help="Executor the requests are shaped for (batch uses the 1-hour prompt cache).")
 @click.pass_context
 def prepare(ctx: click.Context, run_dir: Path | None, mode: str, **kw: Any) -> None:
-    """Create a run directory: run.json, items.jsonl, requests.jsonl, journal.jsonl.
+    """Create a run directory: run.json, items.jsonl, requests.jsonl, schema.json, journal.jsonl.
 
     Example: batchpilot prepare --template code-review --items 'src/**/*.py' --run .batchpilot/runs/review
     """
@@ -144,7 +144,7 @@ def prepare(ctx: click.Context, run_dir: Path | None, mode: str, **kw: Any) -> N
         "skipped": dict(result.skipped),
         "model": job.model,
         "mode": mode,
-        "files": {name: str(run / name) for name in ("run.json", "items.jsonl", "requests.jsonl", "journal.jsonl", "skipped.jsonl")},
+        "files": {name: str(run / name) for name in ("run.json", "items.jsonl", "requests.jsonl", "schema.json", "journal.jsonl", "skipped.jsonl")},
         "next": next_for_mode(mode, run),
     })
 
