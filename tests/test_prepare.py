@@ -113,3 +113,18 @@ def test_template_variables_reach_the_system_text(bp):
     assert r.code == 0
     system = lines(Path("r/requests.jsonl"))[0]["params"]["system"][0]["text"]
     assert "Focus on SQL injection only." in system
+
+
+def test_plan_count_tokens_asks_the_api_and_agrees_with_the_local_estimate_on_the_emulator(bp):
+    local = bp("plan", "--template", "code-review", "--items", SAMPLE_GLOB).receipt
+    counted = bp("plan", "--template", "code-review", "--items", SAMPLE_GLOB, "--count-tokens", "--emulate")
+    assert counted.code == 0, counted.stderr
+    assert counted.receipt["tokens"]["source"].startswith("count_tokens API on 8 of 8")
+    # The emulator counts with the documented local estimator, so the two must agree exactly.
+    assert counted.receipt["tokens"]["input"] == local["tokens"]["input"]
+
+
+def test_plan_count_tokens_without_a_key_points_at_emulate(bp):
+    r = bp("plan", "--template", "code-review", "--items", SAMPLE_GLOB, "--count-tokens")
+    assert r.code == 1
+    assert "ANTHROPIC_API_KEY is not set" in r.stderr and "--emulate" in r.stderr

@@ -1,0 +1,135 @@
+"""The deterministic responder (schema-valid objects), the prompt-cache simulation, and scenario mode."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import jsonschema
+import pytest
+from emulator.emu_helpers import MODEL, params, raw
+
+from batchpilot.emulator import Step
+from batchpilot.emulator.cache import PromptCache
+from batchpilot.emulator.schemagen import example
+from batchpilot.tokens import estimate_input_tokens
+
+SCHEMAS = [
+    {"type": "object", "properties": {"a": {"type": "string", "minLength": 30, "maxLength": 40}}, "required": ["a"]},
+    {"type": "object", "properties": {"kind": {"const": "fixed"}, "level": {"enum": ["low", "mid", "high"]}},
+     "required": ["kind", "level"], "additionalProperties": False},
+    {"type": "array", "items": {"type": "integer", "minimum": 10, "maximum": 12}, "minItems": 3, "maxItems": 3},
+    {"type": "array", "items": {"enum": ["x", "y"]}, "uniqueItems": True, "minItems": 2},
+    {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}, "id": {"type": "string", "format": "uuid"},
+                                      "mail": {"type": "string", "format": "email"}, "ratio": {"type": "number", "exclusiveMaximum": 1, "minimum": 0.5}},
+     "required": ["when", "id", "mail", "ratio"]},
+    {"$defs": {"item": {"type": "object", "properties": {"n": {"type": ["integer", "null"]}}, "required": ["n"]}},
+     "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1}},
+     "required": ["items"], "additionalProperties": False},
+    {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}]},
+    {"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+               {"properties": {"b": {"type": "string"}}, "required": ["b"]}]},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_generated_values_validate(schema):
+    for key in ("k1", "k2", "k3"):
+        value = example(schema, key)
+        jsonschema.validate(value, schema)
+        assert value == example(schema, key)
+
+
+def test_seed_changes_answers_but_not_their_validity(make_emulator):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}, "required": ["n", "s"]}
+    body = params("same", output_config={"format": {"type": "json_schema", "schema": schema}})
+    answers = []
+    for seed in (1, 1, 2):
+        emu = make_emulator(seed=seed)
+        answers.append(json.loads(raw(emu).json("POST", "/v1/messages", body)[2]["content"][0]["text"]))
+    assert answers[0] == answers[1] != answers[2]
+
+
+def test_structured_output_tool_gets_a_valid_tool_call(emulator):
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    tools = [{"name": "Read", "input_schema": {"type": "object"}}, {"name": "StructuredOutput", "input_schema": schema}]
+    status, _, message = raw(emulator).json("POST", "/v1/messages", params("Say hi", tools=tools))
+    assert message["stop_reason"] == "tool_use" and message["content"][0]["name"] == "StructuredOutput"
+    jsonschema.validate(message["content"][0]["input"], schema)
+    _, _, plain = raw(emulator).json("POST", "/v1/messages", params("Say hi", tools=tools[:1]))
+    assert plain["stop_reason"] == "end_turn"  # tools offered but none forced: text
+
+
+def cached(text: str, ttl: str | None = None, tail: str = "question") -> dict:
+    control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    return params(tail, system=[{"type": "text", "text": text, "cache_control": control}])
+
+
+def test_cache_writes_then_reads_and_sums_to_the_estimate(make_emulator):
+    emu = make_emulator()
+    client = anthropic.Anthropic(base_url=emu.base_url, api_key="k", _strict_response_validation=True)
+    body = cached("shared instructions " * 1200, ttl="1h")  # ~6,000 tokens, above haiku's 4,096 minimum
+    first = client.messages.create(**body).usage
+    second = client.messages.create(**cached("shared instructions " * 1200, ttl="1h", tail="another")).usage
+    total = estimate_input_tokens(body)
+    assert first.cache_creation_input_tokens > 4096 and first.cache_read_input_tokens == 0
+    assert first.cache_creation.ephemeral_1h_input_tokens == first.cache_creation_input_tokens
+    assert first.input_tokens + first.cache_creation_input_tokens == total
+    assert second.cache_read_input_tokens == first.cache_creation_input_tokens
+    assert second.cache_creation_input_tokens == 0
+    count = client.messages.count_tokens(model=MODEL, messages=body["messages"], system=body["system"])
+    assert count.input_tokens == total
+
+
+def test_cache_respects_minimum_length_and_ttl():
+    cache = PromptCache()
+    short = cached("tiny prefix")
+    assert cache.apply(short, 0).cache_read == 0 and cache.apply(short, 1).write_5m == 0
+    long = cached("x" * 20_000)
+    assert cache.apply(long, 0).write_5m > 0
+    assert cache.apply(long, 299).cache_read > 0  # within 5 minutes (and refreshed)
+    assert cache.apply(long, 299 + 301).write_5m > 0  # expired: written again
+
+
+def test_batches_apply_caching_too(make_emulator):
+    emu = make_emulator()
+    shared = "policy text " * 2000
+    requests = [{"custom_id": f"r{i}", "params": cached(shared, tail=f"item {i}")} for i in range(3)]
+    _, _, batch = raw(emu).json("POST", "/v1/messages/batches", {"requests": requests})
+    raw(emu).json("POST", f"/_emulator/batches/{batch['id']}/finish")
+    _, _, body = raw(emu).call("GET", f"/v1/messages/batches/{batch['id']}/results")
+    usages = [json.loads(line)["result"]["message"]["usage"] for line in body.splitlines()]
+    assert usages[0]["cache_creation_input_tokens"] > 0 and usages[0]["service_tier"] == "batch"
+    assert all(u["cache_read_input_tokens"] == usages[0]["cache_creation_input_tokens"] for u in usages[1:])
+
+
+def test_scenario_steps_answer_in_order(make_emulator):
+    steps = [
+        Step(when={"last_user_contains": "fail"}, reply={"error": {"status": 529, "type": "overloaded_error", "message": "busy"}}, once=True),
+        Step(when={"tool": "Read", "turn": "prompt"}, reply={"tool_use": {"name": "Read", "input": {"file_path": "a.txt"}}}),
+        Step(when={"turn": "tool_result"}, reply={"text": "read it"}),
+        Step(when={"contains": "hello"}, reply={"text": "scripted hello"}),
+    ]
+    emu = make_emulator(scenario=steps)
+    client = anthropic.Anthropic(base_url=emu.base_url, api_key="k", max_retries=0, _strict_response_validation=True)
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.create(**params("please fail"))
+    assert client.messages.create(**params("please fail")).content[0].text != "busy"  # once: used up
+    tools = [{"name": "Read", "input_schema": {"type": "object"}}]
+    call = client.messages.create(**params("open a.txt", tools=tools))
+    assert call.stop_reason == "tool_use" and call.content[0].input == {"file_path": "a.txt"}
+    follow = params("x", tools=tools)
+    follow["messages"] = [follow["messages"][0], {"role": "assistant", "content": [call.content[0].model_dump(exclude_none=True)]},
+                          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.content[0].id, "content": "1"}]}]
+    assert client.messages.create(**follow).content[0].text == "read it"
+    assert client.messages.create(**params("hello there")).content[0].text == "scripted hello"
+
+
+def test_scenario_file_format_is_validated():
+    from batchpilot.emulator.scenario import load_steps
+
+    assert len(load_steps({"steps": [{"when": {}, "reply": {"text": "hi"}}]})) == 1
+    for bad in ([{"when": {"colour": "red"}, "reply": {"text": "x"}}], [{"when": {}, "reply": {}}],
+                [{"when": {"turn": "later"}, "reply": {"text": "x"}}], "steps"):
+        with pytest.raises(ValueError):
+            load_steps(bad)
