@@ -81,7 +81,7 @@ def test_jsonl_ids_from_custom_id_id_or_position():
     assert ids[0] == "given_1" and ids[1] == "42" and ids[3] == "line-4"
     assert ids[2].startswith("ticket-7-urgent-") and len(ids[2]) <= 64
     assert len(ids[4]) == 64 and ids[4].startswith("xxxx")
-    assert all(CUSTOM_ID_RE.match(i) for i in ids)
+    assert all(CUSTOM_ID_RE.fullmatch(i) for i in ids)
     assert items[1].content == "two" and items[1].fields["id"] == 42
 
 
@@ -132,18 +132,31 @@ def test_derive_id_rules():
     assert re.fullmatch(r"a-b-[0-9a-f]{10}", made)
     assert derive_id("a b") == made  # stable
     assert derive_id("a/b") != derive_id("a b")  # lossy forms keep the original apart
-    assert len(derive_id("é" * 100)) <= 64 and CUSTOM_ID_RE.match(derive_id("é" * 100))
+    assert len(derive_id("é" * 100)) <= 64 and CUSTOM_ID_RE.fullmatch(derive_id("é" * 100))
 
 
 def test_file_ids_that_collide_after_sanitising_all_get_hashes():
     ids = file_ids(["a.b/c", "a-b/c", "other.py"])
     assert ids[2] == "other-py"
     assert ids[0] != ids[1] and ids[0].startswith("a-b-c-") and ids[1].startswith("a-b-c-")
-    assert all(CUSTOM_ID_RE.match(i) for i in ids)
+    assert all(CUSTOM_ID_RE.fullmatch(i) for i in ids)
 
 
 def test_very_long_paths_are_shortened_with_a_hash():
     long_dir = "/".join(["segment%02d" % n for n in range(12)])
     ids = file_ids([long_dir + "/one.py", long_dir + "/two.py"])
-    assert all(len(i) <= 64 and CUSTOM_ID_RE.match(i) for i in ids)
+    assert all(len(i) <= 64 and CUSTOM_ID_RE.fullmatch(i) for i in ids)
     assert ids[0] != ids[1]
+
+
+def test_append_after_a_torn_last_line_cuts_the_torn_tail(tmp_path):
+    from batchpilot.files import append_jsonl, iter_jsonl
+
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, [{"n": 1}])
+    with open(path, "a") as fh:
+        fh.write('{"n": 2, "half')  # what a kill -9 in the middle of a write leaves
+    assert [r["n"] for r in iter_jsonl(path)] == [1]
+    append_jsonl(path, [{"n": 3}])
+    assert [r["n"] for r in iter_jsonl(path)] == [1, 3]
+    assert path.read_text() == '{"n":1}\n{"n":3}\n'

@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "plan": ("batchpilot.commands.prepare", "plan", "Estimate tokens, cost and time per mode; recommend one."),
     "prepare": ("batchpilot.commands.prepare", "prepare", "Create a run directory: items, requests, manifest."),
     "emulate": ("batchpilot.commands.emulate", "emulate", "Serve the local Anthropic API emulator."),
+    "fanout": ("batchpilot.commands.agents", "fanout", "Agents mode: write per-item prompt files, print a wave of tasks."),
+    "collect": ("batchpilot.commands.agents", "collect", "Agents mode: validate and record result files, print the next wave."),
+    "headless": ("batchpilot.commands.headless", "headless", "Run the items through `claude -p` subprocesses."),
+    "merge": ("batchpilot.commands.merge", "merge", "Merge results into one validated table in input order."),
+    "report": ("batchpilot.commands.merge", "report", "Write report.md and a self-contained report.html."),
 }
 
 

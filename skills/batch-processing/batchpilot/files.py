@@ -58,8 +58,38 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line that lacks its newline: a kill -9 mid-append left it, and it was never reported written."""
+    try:
+        with open(path, "rb+") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end == 0:
+                return
+            fh.seek(end - 1)
+            if fh.read(1) == b"\n":
+                return
+            # Walk back in blocks to the last complete line.
+            pos = end
+            while pos > 0:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                block = fh.read(step)
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    fh.truncate(pos + cut + 1)
+                    return
+            fh.truncate(0)
+    except FileNotFoundError:
+        return
+
+
 def append_jsonl(path: Path, records: Iterable[Any]) -> None:
-    """Append records as JSON lines, then flush and fsync before returning."""
+    """Append records as JSON lines, then flush and fsync before returning.
+
+    A torn last line left by an earlier kill is cut first, so the new records start on a line of their own.
+    """
+    _cut_torn_tail(Path(path))
     with open(path, "a", encoding="utf-8") as fh:
         for record in records:
             fh.write(dumps(record) + "\n")

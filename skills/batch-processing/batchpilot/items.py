@@ -73,7 +73,7 @@ def sanitize_id(raw: str) -> str:
 
 def derive_id(raw: str, force_hash: bool = False) -> str:
     """`raw` if it is a valid custom_id; else a readable prefix plus a short hash of `raw` (≤ 64 chars)."""
-    if CUSTOM_ID_RE.match(raw) and not force_hash:
+    if CUSTOM_ID_RE.fullmatch(raw) and not force_hash:
         return raw
     readable = sanitize_id(raw)
     lossless = readable == raw
@@ -182,7 +182,7 @@ class _IdBook:
     def assign(self, record: dict, position: int, prefix: str, source: str) -> str:
         if "custom_id" in record:
             raw = record["custom_id"]
-            if not isinstance(raw, str) or not CUSTOM_ID_RE.match(raw):
+            if not isinstance(raw, str) or not CUSTOM_ID_RE.fullmatch(raw):
                 shown = raw if isinstance(raw, str) else json.dumps(raw)
                 problem = "longer than 64 characters" if isinstance(raw, str) and len(raw) > MAX_ID else "not a valid custom_id"
                 raise BatchpilotError(

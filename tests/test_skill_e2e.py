@@ -1,0 +1,112 @@
+"""The skill inside the real Claude Code CLI: the plugin is loaded with --plugin-dir, the emulator plays the model
+with scripted steps, and the agents-mode workflow runs through Claude Code's own Skill, Bash, Agent, Read and
+Write tools, in a network namespace when the kernel allows one.
+
+Each scripted step fires only if the request Claude Code sent contains what the step expects, so the chain
+proves, in order: (a) the request advertises the skill with its description; (b) the SKILL.md body returned by
+the Skill tool has `${CLAUDE_SKILL_DIR}` resolved to this skill's real directory; (c) the agents-mode commands
+(prepare, fanout) run through the Bash tool and print the wave; (d) Agent calls for that wave run as real
+subagents that read their prompt file and write their output file; (e) collect and merge finish the job.
+The emulator's scenario answers one tool call per turn, so the wave's two Agent calls go in two turns here
+(the skill tells a real model to send a wave in one message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from conftest import ROOT, SAMPLES, SKILL_DIR, require_tool
+from tests.test_headless import sandbox
+
+START = "E2E-START"
+IDS = ("cart-py", "jobs-py")
+OUTPUT = {"summary": "Reviewed by a scripted subagent.", "findings": []}
+
+
+def skill_description() -> str:
+    text = (SKILL_DIR / "SKILL.md").read_text()
+    block = re.search(r"^description:\s*>-?\n((?:[ \t]+.*\n)+)", text, re.M)
+    lines = block.group(1).split("\n") if block else [re.search(r"^description:\s*(.*)$", text, re.M).group(1)]
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
+def scenario(run: Path) -> list[dict]:
+    tool = f'"{SKILL_DIR}/scripts/batchpilot"'
+    steps: list[dict] = []
+    for cid in IDS:  # the subagents' steps come first: their conversations never contain START
+        follow = f"Follow {run / 'prompts' / (cid + '.md')}"
+        out = str(run / "outputs" / f"{cid}.json")
+        steps += [
+            {"when": {"turn": "prompt", "last_user_contains": follow},
+             "reply": {"tool_use": {"name": "Read", "input": {"file_path": str(run / "prompts" / f"{cid}.md")}}}, "once": True},
+            {"when": {"turn": "tool_result", "contains": follow, "last_user_contains": out},
+             "reply": {"tool_use": {"name": "Write", "input": {"file_path": out, "content": json.dumps(OUTPUT)}}}, "once": True},
+            {"when": {"turn": "tool_result", "contains": follow, "last_user_contains": out}, "reply": {"text": "done"}, "once": True},
+        ]
+
+    def main(last_user: str, reply: dict) -> dict:
+        return {"when": {"turn": "tool_result", "contains": START, "last_user_contains": last_user}, "reply": reply, "once": True}
+
+    def bash(command: str) -> dict:
+        return {"tool_use": {"name": "Bash", "input": {"command": command, "description": "Run batchpilot"}}}
+
+    def agent(cid: str) -> dict:
+        return {"tool_use": {"name": "Agent", "input": {"description": cid, "prompt": f"Follow {run / 'prompts' / (cid + '.md')}",
+                                                        "subagent_type": "general-purpose", "model": "sonnet"}}}
+
+    description = skill_description()[:120]
+    steps += [
+        # (a) the skill is advertised with its description
+        {"when": {"turn": "prompt", "last_user_contains": START, "contains": f"batch-processing: {description}"},
+         "reply": {"tool_use": {"name": "Skill", "input": {"skill": "batch-processing:batch-processing"}}}, "once": True},
+        # (b) the body came back with the script path resolved; (c) run the agents-mode commands
+        main(tool, bash(f"{tool} prepare --template code-review --items 'src/*.py' --mode agents --run .batchpilot/runs/e2e")),
+        main('"command": "prepare"', bash(f"{tool} fanout .batchpilot/runs/e2e")),
+        # (d) the wave's tasks, exactly as fanout printed them
+        main('"command": "fanout"', agent(IDS[0])),
+        main("done", agent(IDS[1])),
+        main("done", bash(f"{tool} collect .batchpilot/runs/e2e")),
+        # (e) collect said all done: merge
+        main('"next": "batchpilot merge', bash(f"{tool} merge .batchpilot/runs/e2e")),
+        main('"command": "merge"', {"text": "E2E-FINISHED"}),
+        {"when": {}, "reply": {"text": "E2E-STUCK"}},
+    ]
+    return steps
+
+
+def test_agents_mode_through_the_real_claude_code(tmp_path):
+    claude = require_tool("claude")
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    for cid in IDS:
+        name = cid.replace("-py", ".py")
+        shutil.copy(SAMPLES / name, project / "src" / name)
+    run = project / ".batchpilot" / "runs" / "e2e"
+    # The shim must find a python3 that has the dependencies: the test's own (offline, no venv to build).
+    body = (f'export PATH="{Path(sys.executable).parent}:$PATH"\n'
+            f'cd "{project}"\n'
+            f'"{claude}" -p "{START} review the Python files in src/ with the batch-processing skill, agents mode" '
+            f'--plugin-dir "{ROOT}" --output-format json --allowedTools Bash Read Write Agent Skill '
+            f'--max-turns 20 > "$WORK/claude.json"')
+    proc = sandbox(tmp_path, body, scenario(run), timeout=150)
+    result = (tmp_path / "claude.json").read_text() if (tmp_path / "claude.json").exists() else ""
+    assert proc.returncode == 0, proc.stderr[-3000:] + result[-2000:]
+    final = json.loads(result)
+    assert final["result"] == "E2E-FINISHED", final  # every scripted step matched, in order
+    for cid in IDS:
+        assert json.loads((run / "outputs" / f"{cid}.json").read_text()) == OUTPUT
+        assert (run / "prompts" / f"{cid}.md").is_file()
+    records = [json.loads(l) for l in (run / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in records) == sorted(IDS) and {r["mode"] for r in records} == {"agents"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"]["ok"] == 2 and summary["items"] == 2
+    merged = [json.loads(l) for l in (run / "merged.jsonl").read_text().splitlines()]
+    assert [m["output"] for m in merged] == [OUTPUT, OUTPUT]
+    posts = [l for l in (tmp_path / "emulator.jsonl").read_text().splitlines() if '"POST"' in l]
+    assert len(posts) >= 8 + 2 * 3  # main turns plus three per subagent
+    assert os.environ.get("ANTHROPIC_BASE_URL", "").startswith("http://127.0.0.1")  # the test itself stayed isolated
