@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "headless": ("batchpilot.commands.headless", "headless", "Run the items through `claude -p` subprocesses."),
     "merge": ("batchpilot.commands.merge", "merge", "Merge results into one validated table in input order."),
     "report": ("batchpilot.commands.merge", "report", "Write report.md and a self-contained report.html."),
+    "templates": ("batchpilot.commands.templates", "templates", "List, show and scaffold templates."),
 }
 
 

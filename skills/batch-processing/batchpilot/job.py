@@ -99,6 +99,7 @@ def open_job(
         raise BatchpilotError(f"max_tokens {max_tokens} is above {known.max_output}, the limit of {model}",
                               f"use --max-tokens {known.max_output} or less")
     builder = RequestBuilder(template, values, model, max_tokens, mode)
-    return Job(template, values, model, max_tokens, mode, items_src, prices, builder, max_item_bytes, content_field,
+    # The builder's template is bound to the variables: its hash covers a schema chosen by a variable.
+    return Job(builder.template, values, model, max_tokens, mode, items_src, prices, builder, max_item_bytes, content_field,
                explicit_prices=price_in is not None)
 

@@ -7,6 +7,11 @@ Three structured-output styles, in order of preference:
 * `tool` — a single tool (`emit_result`) whose input schema is the template's schema, forced by `tool_choice`;
 * `prompt` — the schema is appended to the instructions and the answer's JSON is extracted at merge time.
 
+The builder works on the template bound to the run's variables (`templates.bind_variables`), so a schema
+taken from a variable is what the requests carry and what the run copies to `schema.json`. In the
+`json_schema` style a schema the API would refuse (`schema_rules.api_schema_problems`) is an error here, at
+plan/prepare time, rather than one errored request per item; the `tool` and `prompt` styles take any schema.
+
 The shared system block carries `cache_control` when the cacheable prefix (tools + system) is at least the
 model's minimum cacheable length; batch jobs use the 1-hour TTL, because a batch runs longer than 5 minutes.
 """
@@ -16,8 +21,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from batchpilot.errors import BatchpilotError
 from batchpilot.models import find_model
-from batchpilot.templates import Template, render
+from batchpilot.schema_rules import api_schema_problems
+from batchpilot.templates import TEMPLATES_DIR, Template, bind_variables, render
 from batchpilot.tokens import estimate_json, estimate_text
 
 TOOL_NAME = "emit_result"
@@ -50,10 +57,28 @@ def cache_ttl_for_mode(mode: str) -> str:
     return "1h" if mode == "batch" else "5m"
 
 
+def check_api_schema(template: Template) -> None:
+    """Refuse a json_schema-style template whose schema the API's native JSON output would reject."""
+    problems = api_schema_problems(template.schema)
+    if problems:
+        more = f" (and {len(problems) - 1} more: `batchpilot templates show` lists them)" if len(problems) > 1 else ""
+        copy = ""
+        if template.path.parent == TEMPLATES_DIR:
+            copy = f" (in a copy: `batchpilot templates init my-{template.name} --from {template.name}`)"
+        raise BatchpilotError(
+            f"{template.schema_path or 'schema.json'}: the API's JSON-schema output cannot use this schema: {problems[0]}{more}",
+            'fix the schema (references/templates.md, "Schema rules"), or set "output_style": "tool" in template.json, '
+            f"which takes any JSON Schema{copy}",
+        )
+
+
 class RequestBuilder:
     """Builds request params for one run; the shared parts are computed once."""
 
     def __init__(self, template: Template, variables: dict[str, str], model: str, max_tokens: int, mode: str = "batch"):
+        template = bind_variables(template, variables)
+        if template.output_style == "json_schema":
+            check_api_schema(template)
         self.template = template
         self.variables = variables
         self.model = model

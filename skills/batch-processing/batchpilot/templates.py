@@ -10,6 +10,14 @@ everything up front so a bad template fails before any item is read:
   names the file, line and column;
 * `schema.json` must be a valid JSON Schema (its declared draft, default 2020-12).
 
+Two template.json keys make the output schema depend on variables; `bind_variables` applies them once the
+variables are known, and the request builder uses the bound template:
+
+* `"schema_from_var": "NAME"` — the output schema is the JSON Schema file the variable names (a path tried
+  from the current directory, then from the template directory); `schema.json` is the fallback and example;
+* `"enum_from_var": {"/json/pointer": "NAME"}` — the subschema at that pointer gets `enum` set to the
+  variable's comma-separated values, so the output can only use the user's labels.
+
 Rendering wraps `{{item.content}}` in `<item_content>` delimiters (escaping any closing tag inside the item),
 because items are untrusted data and the instructions say so.
 """
@@ -19,12 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from batchpilot.errors import BatchpilotError
 from batchpilot.files import read_json
+from batchpilot.schema_rules import api_schema_problems  # noqa: F401  (re-exported: templates.api_schema_problems)
 
 SKILL_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = SKILL_DIR / "templates"
@@ -54,6 +63,7 @@ class Template:
     output_tokens_estimate: int | None = None
     content_hash: str = ""
     meta: dict = field(default_factory=dict)
+    schema_path: Path | None = None  # where `schema` came from (schema.json, or the schema_from_var file)
 
 
 def bundled_names() -> list[str]:
@@ -108,7 +118,7 @@ def _check_placeholders(text: str, filename: str, variables: dict, allow_item: b
 
 def _check_schema(schema: Any, path: Path) -> None:
     if not isinstance(schema, dict):
-        raise BatchpilotError(f"{path}: a JSON Schema must be an object", "start schema.json with {\"type\": \"object\", ...}")
+        raise BatchpilotError(f"{path}: a JSON Schema must be an object", f"start {path.name} with {{\"type\": \"object\", ...}}")
     from jsonschema.exceptions import SchemaError
     from jsonschema.validators import validator_for
 
@@ -119,7 +129,7 @@ def _check_schema(schema: Any, path: Path) -> None:
         spot = "/" + "/".join(str(p) for p in exc.path) if exc.path else "(top level)"
         raise BatchpilotError(
             f"{path}: invalid JSON Schema at {spot}: {exc.message}",
-            "fix schema.json; it must be a valid JSON Schema (draft 2020-12 unless $schema says otherwise)",
+            f"fix {path.name}; it must be a valid JSON Schema (draft 2020-12 unless $schema says otherwise)",
         ) from None
     if schema.get("type") != "object":
         raise BatchpilotError(
@@ -156,6 +166,7 @@ def load_template(ref: str) -> Template:
     max_tokens = meta.get("max_tokens", 4096)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise BatchpilotError(f"{tdir / 'template.json'}: max_tokens {max_tokens!r} must be a positive integer", "e.g. \"max_tokens\": 4096")
+    _check_schema_vars(meta, variables, tdir / "template.json")
     _check_placeholders(texts["system.md"], "system.md", variables, allow_item=False)
     _check_placeholders(texts["user.md"], "user.md", variables, allow_item=True)
     digest = hashlib.sha256()
@@ -177,7 +188,85 @@ def load_template(ref: str) -> Template:
         output_tokens_estimate=meta.get("output_tokens_estimate"),
         content_hash="sha256:" + digest.hexdigest(),
         meta=meta,
+        schema_path=tdir / "schema.json",
     )
+
+
+def _check_schema_vars(meta: dict, variables: dict, where: Path) -> None:
+    declared = ", ".join(sorted(variables)) or "none"
+    source = meta.get("schema_from_var")
+    if source is not None and source not in variables:
+        raise BatchpilotError(f"{where}: schema_from_var {source!r} is not a declared variable (declared: {declared})",
+                              f'declare "{source}" under "variables", with a description and an example path')
+    enums = meta.get("enum_from_var") or {}
+    if not isinstance(enums, dict):
+        raise BatchpilotError(f"{where}: enum_from_var must map JSON pointers to variable names",
+                              'e.g. "enum_from_var": {"/properties/label": "labels"}')
+    for pointer, name in enums.items():
+        if name not in variables:
+            raise BatchpilotError(f"{where}: enum_from_var {pointer!r} names {name!r}, which is not a declared variable (declared: {declared})",
+                                  f'declare "{name}" under "variables"')
+
+
+def schema_file_for(template: Template, value: str) -> Path:
+    """The schema file a schema_from_var value names: from the current directory, else from the template directory."""
+    given = Path(value).expanduser()
+    for candidate in (given, template.path / given):
+        if candidate.is_file():
+            return candidate
+    raise BatchpilotError(
+        f"template {template.name!r}: the schema file {value!r} (variable {template.meta['schema_from_var']!r}) does not exist",
+        f"pass a JSON Schema file: --var {template.meta['schema_from_var']}=PATH (relative to the current directory "
+        f"or to {template.path})",
+    )
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated variable value → its distinct, non-empty entries in order."""
+    return list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+
+
+def bind_variables(template: Template, values: dict[str, str]) -> Template:
+    """The template with its output schema made final for these variables (schema_from_var, enum_from_var).
+
+    A template that uses neither is returned unchanged. Otherwise the copy's `content_hash` also covers the
+    effective schema, so a changed schema file means a different run.
+    """
+    source = template.meta.get("schema_from_var")
+    enums = template.meta.get("enum_from_var") or {}
+    if source is None and not enums:
+        return template
+    schema, schema_path = template.schema, template.schema_path
+    if source is not None:
+        schema_path = schema_file_for(template, values[source])
+        schema = read_json(schema_path, "schema file")
+        _check_schema(schema, schema_path)
+    schema = json.loads(json.dumps(schema))  # a private copy to write enums into
+    for pointer, name in enums.items():
+        node = _at_pointer(schema, pointer)
+        if not isinstance(node, dict):
+            raise BatchpilotError(f"{template.path / 'template.json'}: enum_from_var pointer {pointer!r} is not a subschema of {schema_path}",
+                                  "point it at the string schema that holds one value, e.g. /properties/label")
+        choices = split_list(values[name])
+        if not choices:
+            raise BatchpilotError(f"template {template.name!r}: the variable {name!r} is empty",
+                                  f"give a comma-separated list, e.g. --var {name}={_example(template, name, 'a,b,c')}")
+        node["enum"] = choices
+    digest = hashlib.sha256(template.content_hash.encode() + b"\0" + json.dumps(schema, sort_keys=True).encode())
+    return replace(template, schema=schema, schema_path=schema_path, content_hash="sha256:" + digest.hexdigest())
+
+
+def _example(template: Template, name: str, fallback: str) -> str:
+    spec = template.variables.get(name)
+    return str(spec.get("example", fallback)) if isinstance(spec, dict) else fallback
+
+
+def _at_pointer(schema: Any, pointer: str) -> Any:
+    node = schema
+    for part in [p for p in pointer.split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def resolve_variables(template: Template, given: dict[str, str]) -> dict[str, str]:
