@@ -74,7 +74,8 @@ def bp():
 
 @pytest.fixture
 def emulator():
-    from batchpilot.emulator import Emulator, EmulatorConfig
+    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.config import EmulatorConfig
 
     started = []
 

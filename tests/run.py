@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK1 = "anthropic==1.17.0"
-NPM_TOOLS = ["@anthropic-ai/claude-code@2.1.197", "playbooks@latest"]
+NPM_TOOLS = ["@anthropic-ai/claude-code@2.1.197", "playbooks@0.1.20"]
 
 
 def _bin(venv: Path, name: str) -> Path:

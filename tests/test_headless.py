@@ -16,7 +16,7 @@ import pytest
 from batchpilot.headless import Call, interpret
 from batchpilot.merge import merge_run
 from conftest import require_tool
-from tests.test_agents import VALID, make_template, prepare
+from test_agents import VALID, make_template, prepare
 
 CLAUDE_ENV = {"DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_RETRIES": "0",

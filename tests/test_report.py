@@ -15,7 +15,7 @@ import pytest
 from batchpilot.files import append_jsonl
 from batchpilot.report import write_report
 
-try:  # tests/ as a package (tests/__init__.py) or as a plain directory on sys.path
+try:  # run from the repository root or from tests/
     from tests.test_merge import VALID, prepare_run
 except ImportError:
     from test_merge import VALID, prepare_run

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, SAMPLES, SKILL_DIR, require_tool
-from tests.test_headless import sandbox
+from test_headless import sandbox
 
 START = "E2E-START"
 IDS = ("cart-py", "jobs-py")

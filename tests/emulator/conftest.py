@@ -12,7 +12,9 @@ from typing import Any, Iterator
 import pytest
 from emulator.emu_helpers import assert_no_internal_errors
 
-from batchpilot.emulator import Emulator, EmulatorConfig
+from batchpilot.emulator.server import Emulator
+
+from batchpilot.emulator.config import EmulatorConfig
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:

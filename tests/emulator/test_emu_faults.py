@@ -10,7 +10,7 @@ import anthropic
 import pytest
 from emulator.emu_helpers import admin, params, raw
 
-from batchpilot.emulator import FaultRule
+from batchpilot.emulator.faults import FaultRule
 
 
 def run_batch(emu, n: int, prefix: str = "item") -> list[dict]:

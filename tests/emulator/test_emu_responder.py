@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from emulator.emu_helpers import MODEL, params, raw
 
-from batchpilot.emulator import Step
+from batchpilot.emulator.scenario import Step
 from batchpilot.emulator.cache import PromptCache
 from batchpilot.emulator.schemagen import example
 from batchpilot.tokens import estimate_input_tokens

@@ -12,7 +12,7 @@ from anthropic.types import Message, MessageTokensCount
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 from emulator.emu_helpers import MODEL, admin, params
 
-from batchpilot.emulator import FaultRule
+from batchpilot.emulator.faults import FaultRule
 from batchpilot.tokens import estimate_input_tokens
 
 SCHEMA = {

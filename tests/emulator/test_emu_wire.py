@@ -10,7 +10,7 @@ import httpx2 as httpx
 import pytest
 from emulator.emu_helpers import HEADERS, admin, params, raw
 
-from batchpilot.emulator import FaultRule
+from batchpilot.emulator.faults import FaultRule
 
 
 def ended_batch(emu, requests: list[dict]) -> str:

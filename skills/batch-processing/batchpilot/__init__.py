@@ -2,6 +2,7 @@
 
 The package is the engine of the `batch-processing` Claude Code skill. Its command-line interface lives in
 `batchpilot.cli`; the pipeline is items → templates/requests → run directory → an executor → merge → report.
-"""
 
-__version__ = "0.1.0"
+Every `__init__.py` here holds only a docstring: some skill installers copy no file whose name starts with `_`,
+so the package must also work as a namespace package without them.
+"""

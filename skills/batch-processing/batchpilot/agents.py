@@ -201,7 +201,7 @@ def fanout_run(run_dir: Path, wave_size: int | None = None, wave: int | None = N
     pending = _pending_order(statuses, order)
     number = wave or 1
     tasks, waves = _wave(view, pending, wave_size, number, last_listed)
-    from batchpilot.commands import next_command
+    from batchpilot.commands.common import next_command
 
     return {
         "command": "fanout",
@@ -303,7 +303,7 @@ def collect_run(run_dir: Path, wave_size: int | None = None, max_attempts: int =
         journal(run, "collected", recorded=recorded, counts=counts)
     pending = _pending_order(statuses, order)
     tasks, waves = _wave(view, pending, wave_size, 1, last_listed)
-    from batchpilot.commands import next_command
+    from batchpilot.commands.common import next_command
 
     return {
         "command": "collect",

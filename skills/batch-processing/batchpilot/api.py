@@ -34,7 +34,8 @@ def require_key() -> str:
 def api_client(emulate: bool, *, async_client: bool = False, max_retries: int = 2, emulator_config: Any = None) -> Iterator[Any]:
     """Yield an `anthropic.Anthropic` (or `AsyncAnthropic`) client for the real API or an in-process emulator."""
     if emulate:
-        from batchpilot.emulator import Emulator, EmulatorConfig
+        from batchpilot.emulator.server import Emulator
+        from batchpilot.emulator.config import EmulatorConfig
 
         with Emulator(emulator_config or EmulatorConfig()) as emu:
             yield _make(async_client, api_key=EMULATOR_KEY, base_url=emu.base_url, max_retries=max_retries)

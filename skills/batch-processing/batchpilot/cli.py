@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from batchpilot import __version__
+from batchpilot.version import __version__
 from batchpilot.errors import BatchpilotError
 
 # name -> (module, attribute, one-line help). The help text is here so `batchpilot --help` imports nothing.
@@ -31,6 +31,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fanout": ("batchpilot.commands.agents", "fanout", "Agents mode: write per-item prompt files, print a wave of tasks."),
     "collect": ("batchpilot.commands.agents", "collect", "Agents mode: validate and record result files, print the next wave."),
     "headless": ("batchpilot.commands.headless", "headless", "Run the items through `claude -p` subprocesses."),
+    "run": ("batchpilot.commands.run", "run", "Prepare, execute, merge and report a job in one command."),
+    "submit": ("batchpilot.commands.batch", "submit", "Batch mode: shard the requests and create the Message Batches."),
+    "status": ("batchpilot.commands.batch", "status", "Batch mode: show (or --wait for) the run's batches."),
+    "fetch": ("batchpilot.commands.batch", "fetch", "Batch mode: download ended batches' results into results.jsonl."),
+    "cancel": ("batchpilot.commands.batch", "cancel", "Batch mode: cancel open batches, then fetch what finished."),
+    "retry": ("batchpilot.commands.retry", "retry", "Re-run only the items whose last outcome a retry can fix."),
+    "batches": ("batchpilot.commands.batch", "batches", "List the account's batches and the run each belongs to."),
+    "demo": ("batchpilot.commands.demo", "demo", "Offline rehearsal: the sample job end to end on the emulator."),
+    "direct": ("batchpilot.commands.direct", "direct", "Run a prepared run's requests through the Messages API at the rate limit."),
     "merge": ("batchpilot.commands.merge", "merge", "Merge results into one validated table in input order."),
     "report": ("batchpilot.commands.merge", "report", "Write report.md and a self-contained report.html."),
     "templates": ("batchpilot.commands.templates", "templates", "List, show and scaffold templates."),

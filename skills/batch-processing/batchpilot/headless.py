@@ -244,7 +244,7 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
             "run `claude` once and log in with /login, or export ANTHROPIC_API_KEY; then re-run this command "
             "(finished items are skipped)",
         )
-    from batchpilot.commands import next_command
+    from batchpilot.commands.common import next_command
 
     return {
         "command": "headless",

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from batchpilot import __version__
+from batchpilot.version import __version__
 from batchpilot.errors import BatchpilotError
 from batchpilot.files import append_jsonl, atomic_write_json, dumps, iter_jsonl, read_json
 from batchpilot.items import Item, items_fingerprint_update

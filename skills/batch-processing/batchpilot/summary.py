@@ -104,7 +104,7 @@ def build_summary(run_dir: Path, manifest: dict, schema_source: str, counts: Cou
 def suggest_next(run_dir: Path, counts: Counter | dict) -> str | None:
     """`batchpilot retry RUN` when items failed and that command exists; else the report; else None."""
     from batchpilot.cli import COMMANDS
-    from batchpilot.commands import next_command
+    from batchpilot.commands.common import next_command
 
     failed = sum(n for status, n in counts.items() if status != "ok")
     if failed and "retry" in COMMANDS:

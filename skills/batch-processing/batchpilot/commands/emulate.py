@@ -52,7 +52,8 @@ def emulate(**options: object) -> None:
 
     Example: batchpilot emulate --port 8765 --fault overloaded=0.03 --log emulator.jsonl
     """
-    from batchpilot.emulator import Emulator, EmulatorConfig
+    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.config import EmulatorConfig
 
     try:
         config = EmulatorConfig.from_options(**options)

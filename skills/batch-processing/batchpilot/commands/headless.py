@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from batchpilot.commands import quiet
+from batchpilot.commands.common import quiet
 
 
 @click.command()

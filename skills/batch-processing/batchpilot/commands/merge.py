@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from batchpilot.commands import quiet
+from batchpilot.commands.common import quiet
 
 RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
 

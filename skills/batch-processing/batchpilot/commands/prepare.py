@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from batchpilot.commands import next_command, parse_vars, quiet
+from batchpilot.commands.common import next_command, parse_vars, quiet
 from batchpilot.items import DEFAULT_MAX_ITEM_BYTES
 
 MODES = ("batch", "direct", "agents", "headless")

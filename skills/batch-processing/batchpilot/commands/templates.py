@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from batchpilot.commands import next_command
+from batchpilot.commands.common import next_command
 from batchpilot.errors import BatchpilotError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")

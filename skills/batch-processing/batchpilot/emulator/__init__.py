@@ -1,7 +1,8 @@
 """The local Anthropic API emulator: the Messages and Message Batches endpoints on loopback, for free rehearsals
 and tests.
 
-    from batchpilot.emulator import Emulator, EmulatorConfig
+    from batchpilot.emulator.config import EmulatorConfig
+    from batchpilot.emulator.server import Emulator
 
     with Emulator(EmulatorConfig(seed=1, time_scale=3600)) as emu:
         client = anthropic.Anthropic(base_url=emu.base_url, api_key="test")
@@ -14,10 +15,3 @@ rate limits, batch processing on a scalable clock, and injected faults; and logs
 The user-facing reference is `references/emulator.md` in the skill. Standard library only: it never imports
 the `anthropic` SDK.
 """
-
-from batchpilot.emulator.config import EmulatorConfig
-from batchpilot.emulator.faults import FaultRule
-from batchpilot.emulator.scenario import Step
-from batchpilot.emulator.server import Emulator
-
-__all__ = ["Emulator", "EmulatorConfig", "FaultRule", "Step"]

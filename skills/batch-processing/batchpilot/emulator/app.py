@@ -82,6 +82,10 @@ class App:
         self.spool_dir = Path(config.data_dir) if config.data_dir else Path(tempfile.mkdtemp(prefix="batchpilot-emulator-"))
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.store = BatchStore(config, self.faults, self.clock.now, self.spool_dir)
+        if config.persist and config.data_dir:  # separate CLI processes share one emulated account
+            from batchpilot.emulator.persist import attach
+
+            attach(self)
         self.log = RequestLog(config.log_path)
         self.stats = Stats()
         self.seen: dict[str, int] = {}  # request key -> times seen, so a retried request draws its faults anew

@@ -53,6 +53,7 @@ class EmulatorConfig:
     scenario: list[Step] = field(default_factory=list)
     log_path: str | None = None  # one JSON line per request
     data_dir: str | None = None  # where batch requests are spooled; a private temp dir when None
+    persist: bool = False  # keep batches and the clock in data_dir across restarts (persist.py)
 
     @classmethod
     def from_options(cls, **options: Any) -> "EmulatorConfig":

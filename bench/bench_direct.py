@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Benchmark the direct executor against a naive baseline on the same rate-limited workload.
+
+Usage:
+    python bench/bench_direct.py            # 1,200 items at 600 RPM (about 2 minutes per executor)
+    python bench/bench_direct.py --quick    # 300 items at 1,200 RPM (about 15 s per executor)
+
+Workload: tiny requests (the request bucket binds), 0.3 s model latency, concurrency ceiling 32 for both.
+Each executor gets its own emulator process (`python -m batchpilot emulate --rpm N --latency L --log F`),
+whose request bucket is emptied first: a token bucket starts full (one minute's burst), which would hide
+how a client behaves at the limit, and a job that runs right after another one starts empty anyway.
+
+* direct: `batchpilot.direct.run_direct` (client-side buckets, headers, retry-after, SDK retries off);
+* naive: `asyncio.gather` over an `asyncio.Semaphore(32)` with the SDK's default retries (2, honouring
+  retry-after); an item whose retries run out is a failure.
+
+Measured from each emulator's request log: completion time, requests sent per item, 429s, and utilisation
+= requests answered 200 / (the bucket's remaining at the start + RPM/60 × the run's duration).
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = ROOT / "skills" / "batch-processing"
+sys.path.insert(0, str(PACKAGE_DIR))
+ENV = dict(os.environ, PYTHONPATH=str(PACKAGE_DIR))
+CONCURRENCY = 32
+LATENCY = 0.3
+HEADERS = {"content-type": "application/json", "x-api-key": "bench", "anthropic-version": "2023-06-01"}
+DRAIN_BODY = {"model": "claude-haiku-4-5", "max_tokens": 4, "messages": [{"role": "user", "content": "drain"}]}
+
+
+def start_emulator(rpm: int, log: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "batchpilot", "emulate", "--port", "0", "--rpm", str(rpm),
+                             "--latency", str(LATENCY), "--log", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True)
+    return proc, json.loads(proc.stdout.readline())["base_url"]
+
+
+def drain(url: str, threads: int = 100) -> int:
+    """Empty the request bucket: POST from many connections (the emulated latency makes a serial drain slow)
+    until the first 429, then stop them all. Returns the requests remaining on that 429 (0)."""
+    parsed = urlparse(url)
+    payload = json.dumps(DRAIN_BODY)
+    remaining: list[int] = []
+    empty = threading.Event()
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        try:
+            while not empty.is_set():
+                conn.request("POST", "/v1/messages", payload, HEADERS)
+                response = conn.getresponse()
+                response.read()
+                if response.status == 429:
+                    remaining.append(int(response.getheader("anthropic-ratelimit-requests-remaining") or 0))
+                    empty.set()
+        finally:
+            conn.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return min(remaining)
+
+
+def prepare(workdir: Path, items: int) -> Path:
+    tdir = workdir / "tiny"
+    tdir.mkdir()
+    (tdir / "template.json").write_text(json.dumps({"name": "tiny", "description": "Label one short item.",
+                                                    "model": "claude-haiku-4-5", "max_tokens": 16, "output_style": "prompt"}))
+    (tdir / "system.md").write_text("Label the item.\n")
+    (tdir / "user.md").write_text("Item {{item.id}}: {{item.content}}\n")
+    (tdir / "schema.json").write_text(json.dumps({"type": "object", "properties": {"label": {"type": "string"}}}))
+    source = workdir / "items.jsonl"
+    source.write_text("".join(json.dumps({"id": f"item-{i:05d}", "content": f"record {i}"}) + "\n" for i in range(items)))
+    run = workdir / "run"
+    subprocess.run([sys.executable, "-m", "batchpilot", "prepare", "--template", str(tdir), "--items", str(source),
+                    "--mode", "direct", "--run", str(run)], check=True, env=ENV, cwd=workdir, capture_output=True)
+    return run
+
+
+def run_ours(run: Path, url: str) -> dict:
+    import anthropic
+
+    from batchpilot.direct import run_direct
+
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench", max_retries=0)
+    receipt = run_direct(run, client, concurrency=CONCURRENCY)
+    return {"succeeded": receipt["counts"]["succeeded"], "failed": sum(receipt["counts"]["errored"].values())}
+
+
+def run_naive(run: Path, url: str) -> dict:
+    import anthropic
+
+    bodies = [json.loads(line)["params"] for line in (run / "requests.jsonl").read_text().splitlines()]
+
+    async def main() -> dict:
+        client = anthropic.AsyncAnthropic(base_url=url, api_key="bench")  # SDK default: max_retries=2
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(params: dict) -> bool:
+            async with gate:
+                try:
+                    await client.messages.create(**params)
+                    return True
+                except anthropic.APIError:
+                    return False
+
+        outcomes = await asyncio.gather(*(one(p) for p in bodies))
+        await client.close()
+        return {"succeeded": sum(outcomes), "failed": len(outcomes) - sum(outcomes)}
+
+    return asyncio.run(main())
+
+
+def log_time(entry: dict) -> float:
+    return datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
+
+
+def measure(entries: list[dict], since: float, initial: int, rpm: int, items: int) -> dict:
+    """Figures from the emulator's log lines of one run; the window opens at the drain's first 429 (`since`), when the bucket was empty."""
+    messages = [e for e in entries if e["path"] == "/v1/messages"]
+    statuses = Counter(e["status"] for e in messages)
+    permitted = initial + rpm / 60 * (log_time(messages[-1]) - since)
+    return {"requests_sent": len(messages), "requests_per_item": round(len(messages) / items, 3),
+            "http_429": statuses.get(429, 0), "share_429": round(statuses.get(429, 0) / len(messages), 4),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "utilisation": round(statuses.get(200, 0) / permitted, 4)}
+
+
+def bench(name: str, items: int, rpm: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-direct-") as tmp:
+        workdir = Path(tmp)
+        run = prepare(workdir, items)
+        log = workdir / "emulator.log"
+        proc, url = start_emulator(rpm, log)
+        try:
+            initial = drain(url)
+            time.sleep(LATENCY * 2)  # the drain's last requests finish and are logged
+            drained = [json.loads(line) for line in log.read_text().splitlines()]
+            since, skip = min(log_time(e) for e in drained if e["status"] == 429), len(drained)
+            started = time.perf_counter()
+            outcome = (run_ours if name == "direct" else run_naive)(run, url)
+            seconds = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        entries = [json.loads(line) for line in log.read_text().splitlines()[skip:]]
+        return {"seconds": round(seconds, 2), "all_succeeded": outcome["succeeded"] == items, **outcome, **measure(entries, since, initial, rpm, items),
+                "ideal_seconds": round(max(0, items - initial) / (rpm / 60), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 items at 1,200 RPM instead of 1,200 at 600")
+    args = parser.parse_args()
+    items, rpm = (300, 1200) if args.quick else (1200, 600)
+    report = {"quick": args.quick, "workload": {"items": items, "rpm": rpm, "latency_s": LATENCY,
+                                                "concurrency": CONCURRENCY, "bucket_at_start": "empty"},
+              "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    for name in ("direct", "naive"):
+        report[name] = bench(name, items, rpm)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
