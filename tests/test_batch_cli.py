@@ -244,18 +244,6 @@ def test_emulate_persists_across_processes(bp):
     assert (run / "emulator" / "state.json").exists()
 
 
-@pytest.mark.parametrize("mode", ["direct", "agents", "headless"])
-def test_run_other_modes_say_not_available(bp, mode):
-    from batchpilot.commands.run import EXECUTORS
-
-    if mode in EXECUTORS:
-        pytest.skip(f"{mode} is runnable in this version")
-    write_items(Path("items.jsonl"), 2)
-    r = bp("run", "--template", "code-review", "--items", "items.jsonl", "--mode", mode)
-    assert r.code == 1
-    assert f"Error: `run --mode {mode}` is not available" in r.stderr and "Hint:" in r.stderr
-
-
 def test_without_key_api_commands_point_at_emulate(bp):
     run = prepare(bp, 2)
     r = bp("submit", run)

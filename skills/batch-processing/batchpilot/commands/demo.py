@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from batchpilot.commands.common import quiet
+from batchpilot.commands.common import next_command, quiet
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "samples" / "python-app"
 DEMO_SEED = 8  # chosen so that round 1 hits two overloaded lines and one expired one, and round 2 clears them
@@ -51,10 +51,13 @@ def demo(ctx: click.Context, run_dir: Path | None) -> None:
     target = run_dir or default_run_dir("demo")
     progress.stage(f"demo: {job.template.name} over {SAMPLES.name}/*.py on the local emulator, into {target}")
     prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
-    body = run_batch(ctx, prepared.run_dir, True, False, None, (), progress, demo_config(prepared.run_dir))
+    options = {"emulate": True, "no_wait": False, "max_rounds": None, "formats": ()}
+    body = run_batch(ctx, prepared.run_dir, options, progress, demo_config(prepared.run_dir))
     report = body.get("files", {}).get("report.html")
     counts = body.get("counts", {})
     progress.stage(f"demo done: {counts.get('ok', 0)} of {prepared.item_count} items ok after {body.get('rounds')} "
                    f"round(s); report: {report}")
     emit({"command": "demo", "run": str(prepared.run_dir), "items": prepared.item_count, **body,
-          "report": report, "next": None})
+          "report": report,
+          # Your own files next: the same job, rehearsed on the emulator before any money is spent.
+          "next": next_command("run", "--template", "code-review", "--items", "src/**/*.py", "--emulate")})

@@ -1,7 +1,12 @@
-"""`run`: the whole job in one command — prepare, execute, merge, report — resumable with the same --run."""
+"""`run`: the whole job in one command — prepare, execute, merge, report — resumable with the same --run.
+
+batch, direct and headless run to the end (then merge and report); agents prepares and prints the first
+wave of subagent tasks, because only the orchestrating agent can launch subagents.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,9 +16,6 @@ from batchpilot.commands.common import next_command, quiet
 from batchpilot.commands.prepare import _job_kwargs, job_options
 
 MODES = ("auto", "batch", "direct", "agents", "headless")
-# Executors `run` can drive in this version. Other modes are run with their own commands.
-RUNNABLE = ("batch",)
-OWN_COMMANDS = {"agents": "fanout", "headless": "headless", "direct": "direct"}
 
 
 @click.command()
@@ -21,15 +23,22 @@ OWN_COMMANDS = {"agents": "fanout", "headless": "headless", "direct": "direct"}
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory; give the same one again to resume (default: .batchpilot/runs/<timestamp>-<template>).")
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
-              help="Executor; auto takes plan's recommendation among the modes `run` can drive.")
+              help="Executor; auto takes plan's recommendation.")
+@click.option("--urgent", is_flag=True, help="With --mode auto: results are needed within minutes (favours direct).")
+@click.option("--needs-tools", is_flag=True, help="With --mode auto: items need tools or file access (favours agents).")
 @click.option("--emulate", is_flag=True, help="Rehearse against the local emulator instead of the API (free, offline).")
 @click.option("--no-wait", is_flag=True, help="Batch mode: return after submitting; follow with `status --wait`.")
-@click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Rounds including retries. [4]")
+@click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Batch mode: rounds including retries. [4]")
+@click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="Direct and headless modes: stop before spending more than this.")
+@click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Headless mode: claude processes at once.")
 @click.option("-f", "--format", "formats", type=click.Choice(["jsonl", "csv", "md"]), multiple=True,
               help="Also write merged.csv / merged.md.")
 @click.pass_context
-def run(ctx: click.Context, run_dir: Path | None, mode: str, emulate: bool, no_wait: bool, max_rounds: int | None,
-        formats: tuple[str, ...], **kw: Any) -> None:
+def run(ctx: click.Context, run_dir: Path | None, mode: str, urgent: bool, needs_tools: bool, emulate: bool,
+        no_wait: bool, max_rounds: int | None, max_cost: float | None, parallel: int, formats: tuple[str, ...],
+        **kw: Any) -> None:
     """Prepare, execute, merge and report a job in one command.
 
     Example: batchpilot run --template code-review --items 'src/**/*.py' --mode batch --emulate
@@ -41,31 +50,102 @@ def run(ctx: click.Context, run_dir: Path | None, mode: str, emulate: bool, no_w
     from batchpilot.runs import create_run, default_run_dir
 
     progress = Progress(quiet(ctx))
-    if mode not in ("auto", *RUNNABLE):
-        own = OWN_COMMANDS.get(mode)
-        from batchpilot.cli import COMMANDS
-
-        hint = (f"prepare with `batchpilot prepare ... --mode {mode}`, then run `batchpilot {own} RUN`"
-                if own in COMMANDS else "use --mode batch (or auto)")
-        raise BatchpilotError(f"`run --mode {mode}` is not available in this version of batchpilot", hint)
-    job = open_job(mode="batch", **_job_kwargs(kw))
+    if mode == "auto":
+        mode = _auto_mode(run_dir, urgent, needs_tools, kw, progress)
+    job = open_job(mode=mode, **_job_kwargs(kw))
     target = run_dir or default_run_dir(job.template.name)
     progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
     prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
-    if mode == "auto":
-        from batchpilot.plan import recommend
-
-        wanted, why = recommend(prepared.item_count, job.template.needs_tools, False, False)
-        if wanted not in RUNNABLE:
-            progress.stage(f"plan recommends {wanted} ({why}); `run` drives batch mode in this version, so batch it is")
-        mode = wanted if wanted in RUNNABLE else "batch"
-    summary = EXECUTORS[mode](ctx, prepared.run_dir, emulate, no_wait, max_rounds, formats, progress)
+    if prepared.unchanged and prepared.manifest.get("mode") not in (None, mode):
+        raise BatchpilotError(f"{target} was prepared for mode {prepared.manifest.get('mode')}, not {mode}",
+                              f"re-run with --mode {prepared.manifest.get('mode')}, or pass a new --run directory")
+    options = {"emulate": emulate, "no_wait": no_wait, "max_rounds": max_rounds, "max_cost": max_cost,
+               "parallel": parallel, "formats": formats}
+    summary = EXECUTORS[mode](ctx, prepared.run_dir, options, progress)
     emit({"command": "run", "run": str(prepared.run_dir), "mode": mode, "items": prepared.item_count,
           "resumed": prepared.unchanged, **summary})
 
 
-def run_batch(ctx: click.Context, run_dir: Path, emulate: bool, no_wait: bool, max_rounds: int | None,
-              formats: tuple[str, ...], progress: Any, emulator_config: Any = None) -> dict:
+def _auto_mode(run_dir: Path | None, urgent: bool, needs_tools: bool, kw: dict, progress: Any) -> str:
+    """The mode plan recommends for this job (a resumed run keeps the mode it was prepared with)."""
+    from batchpilot.errors import BatchpilotError
+    from batchpilot.job import open_job
+    from batchpilot.plan import recommend
+    from batchpilot.runs import open_run
+
+    if run_dir is not None and (Path(run_dir) / "run.json").is_file():
+        return str(open_run(run_dir).get("mode") or "batch")
+    job = open_job(mode="batch", **_job_kwargs(kw))
+    count = sum(1 for _ in job.items())
+    mode, why = recommend(count, needs_tools or job.template.needs_tools, urgent, False)
+    if mode not in EXECUTORS:
+        raise BatchpilotError(f"plan recommends {mode}: {why}", "process the items in order yourself, or pick a --mode")
+    progress.stage(f"mode {mode}: {why}")
+    return mode
+
+
+def _emulated(options: dict) -> list[str]:
+    return ["--emulate"] if options["emulate"] else []
+
+
+def run_direct_mode(ctx: click.Context, run_dir: Path, options: dict, progress: Any) -> dict:
+    """Direct mode: the Messages API at the rate limit, then merge and report."""
+    from batchpilot.api import api_client
+    from batchpilot.direct import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, run_direct
+
+    with api_client(options["emulate"], async_client=True, max_retries=0) as client:
+        receipt = run_direct(run_dir, client, concurrency=DEFAULT_CONCURRENCY, max_cost=options["max_cost"],
+                             max_attempts=DEFAULT_MAX_ATTEMPTS, progress=progress, handle_sigint=True)
+    if receipt.get("stopped") in ("interrupted", "max_cost") or receipt["counts"].get("not_run"):
+        return {"direct": receipt, "next": next_command("direct", run_dir, *_emulated(options))}
+    return _finish(run_dir, options, progress, {"direct": receipt})
+
+
+def run_headless_mode(ctx: click.Context, run_dir: Path, options: dict, progress: Any) -> dict:
+    """Headless mode: `claude -p` subprocesses (pointed at an in-process emulator with --emulate)."""
+    from contextlib import ExitStack
+
+    from batchpilot.headless import run_headless
+
+    with ExitStack() as stack:
+        env = None
+        if options["emulate"]:
+            from batchpilot.api import EMULATOR_KEY
+            from batchpilot.emulator.config import EmulatorConfig
+            from batchpilot.emulator.server import Emulator
+
+            emu = stack.enter_context(Emulator(EmulatorConfig(allow_unknown_models=True)))
+            env = {**os.environ, "ANTHROPIC_BASE_URL": emu.base_url, "ANTHROPIC_API_KEY": EMULATOR_KEY}
+        receipt = run_headless(run_dir, options["parallel"], max_cost=options["max_cost"], env=env,
+                               progress=lambda done, total: progress.update(done, total, "items"))
+        progress.done()
+    if receipt.get("stopped"):
+        return {"headless": receipt, "next": next_command("headless", run_dir)}
+    return _finish(run_dir, options, progress, {"headless": receipt})
+
+
+def run_agents_mode(ctx: click.Context, run_dir: Path, options: dict, progress: Any) -> dict:
+    """Agents mode: write the prompt files and return the first wave; the orchestrating agent takes it from there."""
+    from batchpilot.agents import fanout_run
+
+    receipt = fanout_run(run_dir)
+    receipt.pop("command", None)
+    receipt.pop("run", None)
+    receipt.pop("items", None)
+    return receipt
+
+
+def _finish(run_dir: Path, options: dict, progress: Any, extra: dict) -> dict:
+    merged, report = _merge_and_report(run_dir, options["formats"], progress)
+    failed = sum(n for status, n in merged["counts"].items() if status != "ok")
+    from batchpilot.cli import COMMANDS
+
+    return {**extra, "counts": merged["counts"], "cost_usd": merged.get("cost_usd"),
+            "files": {**merged.get("files", {}), **report},
+            "next": next_command("retry", run_dir, *_emulated(options)) if failed and "retry" in COMMANDS else None}
+
+
+def run_batch(ctx: click.Context, run_dir: Path, options: dict, progress: Any, emulator_config: Any = None) -> dict:
     """Batch mode: submit → wait → fetch → retry rounds → merge → report. Returns the receipt's body."""
     from batchpilot.batchrun import batch_client, counts_receipt, drive
     from batchpilot.commands.batch import _api_errors
@@ -73,7 +153,8 @@ def run_batch(ctx: click.Context, run_dir: Path, emulate: bool, no_wait: bool, m
     from batchpilot.ledger import run_lock
     from batchpilot.retry import DEFAULT_MAX_ROUNDS
 
-    emulated = ["--emulate"] if emulate else []
+    emulate, no_wait, max_rounds, formats = options["emulate"], options["no_wait"], options["max_rounds"], options["formats"]
+    emulated = _emulated(options)
     with run_lock(run_dir):
         with batch_client(emulate, run_dir, emulator_config) as client:
             try:
@@ -104,4 +185,6 @@ def _merge_and_report(run_dir: Path, formats: tuple[str, ...], progress: Any) ->
     return merged, report
 
 
-EXECUTORS: dict[str, Callable[..., dict]] = {"batch": run_batch}
+EXECUTORS: dict[str, Callable[..., dict]] = {
+    "batch": run_batch, "direct": run_direct_mode, "agents": run_agents_mode, "headless": run_headless_mode,
+}
