@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "skills" / "batch-processing"))
 from click.testing import CliRunner  # noqa: E402
 
 from batchpilot.agents import fanout_run  # noqa: E402
+from batchpilot.cli import format_receipt  # noqa: E402
 from batchpilot.cli import cli  # noqa: E402
 from batchpilot.prompts import REPLY_DONE  # noqa: E402
 
@@ -47,9 +48,9 @@ def measure(root: Path, n: int, size: int) -> dict:
     start = time.perf_counter()
     receipt = fanout_run(run)
     fanout_seconds = time.perf_counter() - start
-    printed = len(json.dumps(receipt, indent=2, ensure_ascii=False).encode())
+    printed = len(format_receipt(receipt).encode())
     tasks = receipt["tasks"]
-    empty = len(json.dumps(dict(receipt, tasks=[]), indent=2, ensure_ascii=False).encode())
+    empty = len(format_receipt(dict(receipt, tasks=[])).encode())
     per_task = (printed - empty) / len(tasks)
     call = sum(len(json.dumps({"description": t["description"], "prompt": t["prompt"], "model": receipt["model"]}).encode())
                for t in tasks) / len(tasks)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchpilot.agents import collect_run, fanout_run, output_path, read_output
+from batchpilot.cli import format_receipt
 from batchpilot.errors import BatchpilotError
 from batchpilot.merge import merge_run
 from batchpilot.prompts import REPLY_DONE, RETRY_MARK
@@ -105,8 +106,8 @@ def test_fanout_points_file_items_at_their_path(bp, tmp_path):
 
 def _receipt_cost(receipt: dict) -> tuple[float, float]:
     """(marginal bytes per task, amortised bytes per task) of a receipt as the CLI prints it."""
-    full = len(json.dumps(receipt, indent=2, ensure_ascii=False).encode())
-    empty = len(json.dumps(dict(receipt, tasks=[]), indent=2, ensure_ascii=False).encode())
+    full = len(format_receipt(receipt).encode())
+    empty = len(format_receipt(dict(receipt, tasks=[])).encode())
     n = len(receipt["tasks"])
     return (full - empty) / n, full / n
 

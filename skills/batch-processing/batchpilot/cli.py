@@ -92,9 +92,29 @@ def fail(message: str, hint: str, code: int) -> None:
     sys.exit(code)
 
 
+ROW_WIDTH = 320
+
+
+def format_receipt(value: Any, depth: int = 0) -> str:
+    """A receipt as printed: indented JSON, except that small flat objects (a task, a count table) sit on one
+    line. An agent reads every receipt into its context, so whitespace is bytes it pays for per item."""
+    if isinstance(value, (dict, list)) and value:
+        flat = all(not isinstance(v, (dict, list)) or not v for v in (value.values() if isinstance(value, dict) else value))
+        line = json.dumps(value, ensure_ascii=False, default=str)
+        if flat and len(line) + 2 * depth <= ROW_WIDTH:
+            return line
+        pad, inner = "  " * depth, "  " * (depth + 1)
+        if isinstance(value, dict):
+            body = ",\n".join(f"{inner}{json.dumps(k, ensure_ascii=False)}: {format_receipt(v, depth + 1)}" for k, v in value.items())
+            return "{\n" + body + "\n" + pad + "}"
+        body = ",\n".join(inner + format_receipt(v, depth + 1) for v in value)
+        return "[\n" + body + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def emit(receipt: dict) -> None:
     """Print a command's receipt: one JSON object on stdout."""
-    click.echo(json.dumps(receipt, indent=2, ensure_ascii=False, default=str))
+    click.echo(format_receipt(receipt))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
