@@ -4,6 +4,7 @@
 Usage:
     python bench/bench_direct.py            # 1,200 items at 600 RPM (about 2 minutes per executor)
     python bench/bench_direct.py --quick    # 300 items at 1,200 RPM (about 15 s per executor)
+    python bench/bench_direct.py --items 600 --rpm 600
 
 Workload: tiny requests (the request bucket binds), 0.3 s model latency, concurrency ceiling 32 for both.
 Each executor gets its own emulator process (`python -m batchpilot emulate --rpm N --latency L --log F`),
@@ -172,8 +173,11 @@ def bench(name: str, items: int, rpm: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300 items at 1,200 RPM instead of 1,200 at 600")
+    parser.add_argument("--items", type=int, default=None, help="items per executor (overrides --quick)")
+    parser.add_argument("--rpm", type=int, default=None, help="the emulated account's requests per minute (overrides --quick)")
     args = parser.parse_args()
     items, rpm = (300, 1200) if args.quick else (1200, 600)
+    items, rpm = args.items or items, args.rpm or rpm
     report = {"quick": args.quick, "workload": {"items": items, "rpm": rpm, "latency_s": LATENCY,
                                                 "concurrency": CONCURRENCY, "bucket_at_start": "empty"},
               "cpus": os.cpu_count(), "python": sys.version.split()[0]}

@@ -4,6 +4,7 @@
 Usage:
     python bench/bench_merge.py            # 100,000 and 1,000,000 items (a few minutes, ~1.5 GB of disk)
     python bench/bench_merge.py --quick    # 10,000 and 100,000 items (about half a minute)
+    python bench/bench_merge.py --sizes 1000 10000
 
 For each size it builds a run directory: `prepare` over one item with the bundled code-review template (a
 findings schema), then items.jsonl is widened to N items. results.jsonl gets one record per item in a
@@ -11,7 +12,10 @@ shuffled order, 1 to 3 findings each, plus about 3% extra records (an overloaded
 schema-invalid answer before a valid one) so the duplicate and validation paths run too.
 
 Each merge runs in a fresh Python subprocess that reports its own wall time and `ru_maxrss` before and after
-(the peak resident set, so the figure includes every transient). Memory is an index of ids plus a few typed
+(the peak resident set, so the figure includes every transient). The same subprocess first times a
+baseline, reading results.jsonl and parsing every line with `json.loads` (nothing kept): the least any merge
+must do, so `merge_over_parse_only` (merge throughput / parse-only throughput) says what validation,
+de-duplication, ordering and writing cost on top. Memory is an index of ids plus a few typed
 arrays, so it grows with the item count but not with the size of the results: compare `rss_growth_mb` with
 `results_mb`. Prints one JSON object.
 """
@@ -37,12 +41,18 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from batchpilot.merge import merge_run
+# Baseline: the least any merge must do, read every line and parse it as JSON (nothing kept).
+started = time.perf_counter()
+with open(Path(sys.argv[1]) / "results.jsonl", "rb") as fh:
+    for line in fh:
+        json.loads(line)
+parse_seconds = time.perf_counter() - started
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
 summary = merge_run(Path(sys.argv[1]))
 elapsed = time.perf_counter() - started
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": elapsed, "rss_before_kb": before, "rss_peak_kb": after,
+print(json.dumps({"seconds": elapsed, "parse_seconds": parse_seconds, "rss_before_kb": before, "rss_peak_kb": after,
                   "counts": summary["counts"], "records": summary["result_records"]}))
 """
 
@@ -105,9 +115,11 @@ def measure(run: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k and 100k items instead of 100k and 1M")
+    parser.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), default=None,
+                        help="the two item counts (overrides --quick)")
     parser.add_argument("--keep", action="store_true", help="keep the generated run directories")
     args = parser.parse_args()
-    sizes = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
+    sizes = tuple(args.sizes) if args.sizes else (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     base = Path(tempfile.mkdtemp(prefix="bench-merge-"))
     rows = []
     try:
@@ -125,6 +137,8 @@ def main() -> None:
                 "build_seconds": round(built, 1),
                 "merge_seconds": round(m["seconds"], 2),
                 "records_per_second": round(m["records"] / m["seconds"]),
+                "parse_only_records_per_second": round(m["records"] / m["parse_seconds"]),
+                "merge_over_parse_only": round(m["parse_seconds"] / m["seconds"], 3),
                 "items_per_second": round(n / m["seconds"]),
                 "rss_before_mb": round(m["rss_before_kb"] / 1024, 1),
                 "rss_peak_mb": round(m["rss_peak_kb"] / 1024, 1),

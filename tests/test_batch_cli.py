@@ -101,13 +101,11 @@ def test_faults_end_ok_after_retry_rounds(bp, api, monkeypatch):
     assert Path("job/report.html").exists()
 
 
-def test_billing_errors_stop_the_job_after_one_round(bp, api, monkeypatch):
-    from batchpilot.emulator import faults
+def test_billing_errors_stop_the_job_after_one_round(bp, api):
     from batchpilot.emulator.faults import FaultRule
 
     message = "Your credit balance is too low to access the Anthropic API."
-    monkeypatch.setitem(faults.LINE_ERRORS, "errored", ("billing_error", message))
-    emu = api(faults=[FaultRule("errored", 1.0)])
+    emu = api(faults=[FaultRule("billing", 1.0)])
     items = write_items(Path("items.jsonl"), 20)
     r = bp("run", "--template", "code-review", "--items", items, "--mode", "batch", "--run", "job")
     assert r.code == 1
@@ -250,7 +248,7 @@ def test_without_key_api_commands_point_at_emulate(bp):
     assert r.code == 1 and "--emulate" in r.stderr
 
 
-def test_retry_only_invalid_is_an_extension_point(bp):
-    run = prepare(bp, 2)
+def test_retry_only_invalid_needs_a_submitted_batch_run(bp):
+    run = prepare(bp, 2)  # the repair itself: tests/test_repair.py
     r = bp("retry", run, "--only", "invalid")
-    assert r.code == 1 and "not available" in r.stderr
+    assert r.code == 1 and "has not been submitted yet" in r.stderr and "--mode direct" in r.stderr

@@ -5,10 +5,15 @@ Write tools, in a network namespace when the kernel allows one.
 Each scripted step fires only if the request Claude Code sent contains what the step expects, so the chain
 proves, in order: (a) the request advertises the skill with its description; (b) the SKILL.md body returned by
 the Skill tool has `${CLAUDE_SKILL_DIR}` resolved to this skill's real directory; (c) the agents-mode commands
-(prepare, fanout) run through the Bash tool and print the wave; (d) Agent calls for that wave run as real
-subagents that read their prompt file and write their output file; (e) collect and merge finish the job.
-The emulator's scenario answers one tool call per turn, so the wave's two Agent calls go in two turns here
-(the skill tells a real model to send a wave in one message).
+(prepare, fanout) run through the Bash tool and print the wave; (d) the whole wave goes out as ONE assistant
+message holding one Agent call per task (as SKILL.md tells the model to send it), Claude Code runs those calls
+as real subagents at the same time, each reads its prompt file and writes its output file, and all their
+results come back to the main conversation in one user turn; (e) collect and merge finish the job.
+
+The subagents' steps and the main conversation's are told apart by START, which only the main conversation
+contains. Parallelism is read from the emulator's request log (`scenario_step` names the step that answered
+each request, lines in the order the answers went out): every subagent's first answer went out before any
+subagent's last one, which a one-after-the-other run cannot do.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from test_headless import sandbox
 START = "E2E-START"
 IDS = ("cart-py", "jobs-py")
 OUTPUT = {"summary": "Reviewed by a scripted subagent.", "findings": []}
+SUBAGENT_STEPS = 3  # read the prompt file, write the output file, answer done(cid)
+WAVE_STEP = SUBAGENT_STEPS * len(IDS) + 3  # after the skill, prepare and fanout steps
+
+
+def done(cid: str) -> str:
+    return f"SUBAGENT-DONE {cid}"
 
 
 def skill_description() -> str:
@@ -38,26 +49,27 @@ def skill_description() -> str:
 def scenario(run: Path) -> list[dict]:
     tool = f'"{SKILL_DIR}/scripts/batchpilot"'
     steps: list[dict] = []
-    for cid in IDS:  # the subagents' steps come first: their conversations never contain START
+    for cid in IDS:  # the subagents' steps come first (SUBAGENT_STEPS per task): their conversations never contain START
         follow = f"Follow {run / 'prompts' / (cid + '.md')}"
         out = str(run / "outputs" / f"{cid}.json")
+        sub = {"turn": "tool_result", "contains": follow, "not_contains": START, "last_user_contains": out}
         steps += [
-            {"when": {"turn": "prompt", "last_user_contains": follow},
+            {"when": {"turn": "prompt", "last_user_contains": follow, "not_contains": START},
              "reply": {"tool_use": {"name": "Read", "input": {"file_path": str(run / "prompts" / f"{cid}.md")}}}, "once": True},
-            {"when": {"turn": "tool_result", "contains": follow, "last_user_contains": out},
+            {"when": sub,
              "reply": {"tool_use": {"name": "Write", "input": {"file_path": out, "content": json.dumps(OUTPUT)}}}, "once": True},
-            {"when": {"turn": "tool_result", "contains": follow, "last_user_contains": out}, "reply": {"text": "done"}, "once": True},
+            {"when": sub, "reply": {"text": done(cid)}, "once": True},
         ]
 
-    def main(last_user: str, reply: dict) -> dict:
+    def main(last_user: str | list[str], reply: dict) -> dict:
         return {"when": {"turn": "tool_result", "contains": START, "last_user_contains": last_user}, "reply": reply, "once": True}
 
     def bash(command: str) -> dict:
         return {"tool_use": {"name": "Bash", "input": {"command": command, "description": "Run batchpilot"}}}
 
     def agent(cid: str) -> dict:
-        return {"tool_use": {"name": "Agent", "input": {"description": cid, "prompt": f"Follow {run / 'prompts' / (cid + '.md')}",
-                                                        "subagent_type": "general-purpose", "model": "sonnet"}}}
+        return {"name": "Agent", "input": {"description": cid, "prompt": f"Follow {run / 'prompts' / (cid + '.md')}",
+                                           "subagent_type": "general-purpose", "model": "sonnet"}}
 
     description = skill_description()[:120]
     steps += [
@@ -67,10 +79,10 @@ def scenario(run: Path) -> list[dict]:
         # (b) the body came back with the script path resolved; (c) run the agents-mode commands
         main(tool, bash(f"{tool} prepare --template code-review --items 'src/*.py' --mode agents --run .batchpilot/runs/e2e")),
         main('"command": "prepare"', bash(f"{tool} fanout .batchpilot/runs/e2e")),
-        # (d) the wave's tasks, exactly as fanout printed them
-        main('"command": "fanout"', agent(IDS[0])),
-        main("done", agent(IDS[1])),
-        main("done", bash(f"{tool} collect .batchpilot/runs/e2e")),
+        # (d) the wave's tasks, exactly as fanout printed them, all in one message (step WAVE_STEP) ...
+        main('"command": "fanout"', {"text": "Starting wave 1.", "tool_uses": [agent(cid) for cid in IDS]}),
+        # ... and every subagent's result back in one user turn
+        main([done(cid) for cid in IDS], bash(f"{tool} collect .batchpilot/runs/e2e")),
         # (e) collect said all done: merge
         main('"next": "batchpilot merge', bash(f"{tool} merge .batchpilot/runs/e2e")),
         main('"command": "merge"', {"text": "E2E-FINISHED"}),
@@ -107,6 +119,14 @@ def test_agents_mode_through_the_real_claude_code(tmp_path):
     assert summary["counts"]["ok"] == 2 and summary["items"] == 2
     merged = [json.loads(l) for l in (run / "merged.jsonl").read_text().splitlines()]
     assert [m["output"] for m in merged] == [OUTPUT, OUTPUT]
-    posts = [l for l in (tmp_path / "emulator.jsonl").read_text().splitlines() if '"POST"' in l]
-    assert len(posts) >= 8 + 2 * 3  # main turns plus three per subagent
+    log = [json.loads(l) for l in (tmp_path / "emulator.jsonl").read_text().splitlines()]
+    fired = [e["scenario_step"] for e in log if e["method"] == "POST" and e.get("scenario_step") is not None]
+    assert fired.count(WAVE_STEP) == 1 and fired.count(WAVE_STEP + 1) == 1  # one wave message, one turn of results
+    subagents = [[SUBAGENT_STEPS * i + k for k in range(SUBAGENT_STEPS)] for i in range(len(IDS))]
+    for own in subagents:
+        assert [step for step in fired if step in own] == own  # each subagent: read, write, done, in order
+    assert fired.index(WAVE_STEP) < min(fired.index(own[0]) for own in subagents)
+    # In parallel: every subagent's first answer went out before any subagent's last one.
+    assert max(fired.index(own[0]) for own in subagents) < min(fired.index(own[-1]) for own in subagents), fired
+    assert max(fired.index(own[-1]) for own in subagents) < fired.index(WAVE_STEP + 1)
     assert os.environ.get("ANTHROPIC_BASE_URL", "").startswith("http://127.0.0.1")  # the test itself stayed isolated

@@ -50,6 +50,8 @@ def test_pattern_rules_pick_custom_ids(make_emulator):
     ("api_error", anthropic.InternalServerError, 500),
     ("rate_limit", anthropic.RateLimitError, 429),
     ("errored", anthropic.BadRequestError, 400),
+    ("billing", anthropic.APIStatusError, 402),
+    ("low_credit", anthropic.BadRequestError, 400),
 ])
 def test_messages_http_faults(make_emulator, kind, error_class, status):
     emu = make_emulator(faults=[FaultRule(kind=kind, times=1)])
@@ -98,3 +100,16 @@ def test_fault_specs_parse_and_reject_nonsense():
     for spec in ("bogus", "overloaded=2", "kind=errored,match=(", "kind=slow,rate=x", "kind=slow,color=red"):
         with pytest.raises(ValueError):
             FaultRule.parse(spec)
+
+
+@pytest.mark.parametrize("kind, status, error_type", [("billing", 402, "billing_error"),
+                                                      ("low_credit", 400, "invalid_request_error")])
+def test_credit_faults_carry_the_apis_low_credit_message(make_emulator, kind, status, error_type):
+    from batchpilot.emulator.faults import LOW_CREDIT_MESSAGE
+
+    emu = make_emulator(faults=[FaultRule(kind=kind, match="-1$")])
+    lines = {l["custom_id"]: l["result"] for l in run_batch(emu, 3)}
+    assert lines["item-0"]["type"] == "succeeded"
+    assert lines["item-1"]["error"]["error"] == {"type": error_type, "message": LOW_CREDIT_MESSAGE}
+    code, _, body = raw(emu).call("POST", "/v1/messages", params("text item-1"))  # match: the user text
+    assert code == status and json.loads(body)["error"] == {"type": error_type, "message": LOW_CREDIT_MESSAGE}

@@ -125,11 +125,37 @@ def test_scenario_steps_answer_in_order(make_emulator):
     assert client.messages.create(**params("hello there")).content[0].text == "scripted hello"
 
 
+def test_scenario_reply_with_several_tool_calls_and_negative_conditions(make_emulator, tmp_path):
+    steps = [
+        Step(when={"contains": "fan out", "not_contains": "wave done"},
+             reply={"text": "Starting the wave.", "tool_uses": [{"name": "Agent", "input": {"n": i}} for i in range(3)]}),
+        Step(when={"contains": ["fan out", "wave done"]}, reply={"text": "all done"}),
+    ]
+    log = tmp_path / "log.jsonl"
+    emu = make_emulator(scenario=steps, log_path=str(log))
+    client = anthropic.Anthropic(base_url=emu.base_url, api_key="k", max_retries=0, _strict_response_validation=True)
+    tools = [{"name": "Agent", "input_schema": {"type": "object"}}]
+    call = client.messages.create(**params("fan out", tools=tools))
+    uses = [b for b in call.content if b.type == "tool_use"]
+    assert call.stop_reason == "tool_use" and call.content[0].text == "Starting the wave."
+    assert [u.input for u in uses] == [{"n": 0}, {"n": 1}, {"n": 2}] and len({u.id for u in uses}) == 3
+    with client.messages.stream(**params("fan out", tools=tools)) as stream:  # the same blocks over SSE
+        streamed = stream.get_final_message()
+    assert [b.model_dump() for b in streamed.content] == [b.model_dump() for b in call.content]
+    assert client.messages.create(**params("fan out: wave done")).content[0].text == "all done"
+    client.messages.create(**params("unscripted"))
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line.get("scenario_step") for line in lines] == [0, 0, 1, None]  # which step answered each request
+
+
 def test_scenario_file_format_is_validated():
     from batchpilot.emulator.scenario import load_steps
 
     assert len(load_steps({"steps": [{"when": {}, "reply": {"text": "hi"}}]})) == 1
     for bad in ([{"when": {"colour": "red"}, "reply": {"text": "x"}}], [{"when": {}, "reply": {}}],
-                [{"when": {"turn": "later"}, "reply": {"text": "x"}}], "steps"):
+                [{"when": {"turn": "later"}, "reply": {"text": "x"}}], "steps",
+                [{"when": {}, "reply": {"tool_uses": []}}], [{"when": {"not_contains": 3}, "reply": {"text": "x"}}],
+                [{"when": {}, "reply": {"tool_uses": [{"input": {}}]}}],
+                [{"when": {}, "reply": {"tool_use": {"name": "A"}, "tool_uses": [{"name": "B"}]}}]):
         with pytest.raises(ValueError):
             load_steps(bad)

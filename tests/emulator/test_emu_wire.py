@@ -138,3 +138,23 @@ def test_request_log_records_every_request(make_emulator, tmp_path):
     assert lines[0]["usage"]["input_tokens"] > 0 and lines[0]["usage"]["output_tokens"] > 0
     assert lines[1]["batch_id"] == batch["id"] and lines[1]["requests"] == 2
     assert all(set(l) >= {"time", "fault", "ms"} for l in lines)
+
+
+def test_request_log_keys_messages_requests_by_content(make_emulator, tmp_path):
+    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.responder import request_key
+
+    log = tmp_path / "log.jsonl"
+    emu = make_emulator(log_path=str(log), seed=5, faults=[FaultRule(kind="overloaded", times=1)])
+    client = raw(emu)
+    body = params("keyed")
+    assert client.json("POST", "/v1/messages", body)[0] == 529  # a fault: the line is keyed all the same
+    assert client.call("POST", "/v1/messages", {**body, "stream": True, "metadata": {"user_id": "u"}})[0] == 200
+    client.json("POST", "/v1/messages", params("other"))
+    client.json("POST", "/v1/messages", {**params("bad"), "max_tokens": -1})
+    client.json("POST", "/v1/messages/batches", {"requests": [{"custom_id": "a", "params": body}]})
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    keys = [l.get("request_key") for l in lines]
+    assert keys[0] == keys[1] == request_key(body, 5)  # stream and metadata do not change the key
+    assert keys[2] not in (None, keys[0]) and lines[3]["status"] == 400 and keys[3]
+    assert "request_key" not in lines[4]  # batch lines keep their shape

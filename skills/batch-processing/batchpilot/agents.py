@@ -32,7 +32,8 @@ from batchpilot.items import CUSTOM_ID_RE
 from batchpilot.outcomes import ItemState, RunView, note, open_view, scan_outcomes, sha256
 from batchpilot.prompts import (RETRY_MARK, iter_prepared, run_template, subagent_prompt, template_variables,
                                 with_retry_note)
-from batchpilot.runs import journal, now_iso
+from batchpilot.records import result_record
+from batchpilot.runs import journal
 
 WAVE_SIZE = 10  # the Agent tool runs up to 10 subagents at once from one message
 MAX_ATTEMPTS = 3
@@ -257,8 +258,7 @@ def _record_output(view: RunView, cid: str, data: bytes, state: ItemState) -> di
         note(state, view.judge(result)[1])
     state.attempts += 1
     state.hashes.add(digest)
-    return {"custom_id": cid, "result": result, "attempt": state.attempts, "mode": "agents", "at": now_iso(),
-            "output_sha256": digest}
+    return result_record(cid, result, state.attempts, "agents", output_sha256=digest)
 
 
 def collect_run(run_dir: Path, wave_size: int | None = None, max_attempts: int = MAX_ATTEMPTS) -> dict:

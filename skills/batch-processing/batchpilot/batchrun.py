@@ -109,6 +109,11 @@ def drive(client: Any, run_dir: Path, progress: Progress, emulate: bool, wait: b
     run_dir = Path(run_dir)
     out = Outcome()
     first = True
+    state = load_state(run_dir)
+    if force_first and state.rounds and not state.round_done(max(state.rounds)):
+        # A retry re-run after a kill finds the round it planned unfinished: it resumes that round rather
+        # than forcing one more (the killed run's forced round is this one), as an uninterrupted retry would.
+        force_first = False
     while True:
         result = submit_step(client, run_dir, progress)
         out.submitted += result.created + result.reconciled

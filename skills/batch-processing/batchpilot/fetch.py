@@ -72,8 +72,16 @@ def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
             lines, size = _stream_to(client, batch.id, part)
-        except anthropic.NotFoundError:
-            return True
+        except anthropic.NotFoundError as exc:
+            # Archived results answer the API's own not_found_error body. A 404 in any other shape (an HTML
+            # page: ANTHROPIC_BASE_URL points at something else) must not turn every item into `missing`.
+            body = exc.body if isinstance(exc.body, dict) else {}
+            inner = body.get("error") if isinstance(body.get("error"), dict) else body
+            if inner.get("type") == "not_found_error":
+                return True
+            from batchpilot.api import describe_api_error
+
+            raise describe_api_error(exc) from None
         except (anthropic.APIConnectionError, anthropic.APIStatusError, _Incomplete, *transport) as exc:
             if isinstance(exc, anthropic.APIStatusError) and exc.status_code < 500 and exc.status_code != 429:
                 from batchpilot.api import describe_api_error

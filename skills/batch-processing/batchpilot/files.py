@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from batchpilot import crash
 from batchpilot.errors import BatchpilotError
 
 
@@ -95,6 +96,7 @@ def append_jsonl(path: Path, records: Iterable[Any]) -> None:
             fh.write(dumps(record) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+    crash.appended(Path(path).name)
 
 
 def iter_jsonl(path: Path, tolerate_torn_tail: bool = True) -> Iterator[dict]:

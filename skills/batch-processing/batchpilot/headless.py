@@ -37,7 +37,8 @@ from batchpilot.errors import BatchpilotError
 from batchpilot.files import append_jsonl
 from batchpilot.outcomes import ItemState, RunView, open_view, scan_outcomes
 from batchpilot.prompts import headless_prompt, iter_prepared
-from batchpilot.runs import journal, now_iso
+from batchpilot.records import errored, error_type_for_status, result_record
+from batchpilot.runs import journal
 
 CLAUDE_ENV = "BATCHPILOT_CLAUDE"
 DEFAULT_CLAUDE = "claude"
@@ -46,9 +47,6 @@ DEFAULT_TIMEOUT = 600.0
 MAX_LISTED_ERRORS = 10
 NOT_LOGGED_IN = "not logged in"
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-HTTP_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                    529: "overloaded_error"}
 
 
 def find_claude(flag: str | None = None) -> str:
@@ -141,18 +139,14 @@ def _parse(stdout: str) -> dict | None:
     return None
 
 
-def _errored(kind: str, message: str) -> dict:
-    return {"type": "errored", "error": {"type": "error", "error": {"type": kind, "message": message}}}
-
-
 def interpret(call: Call, timeout: float) -> tuple[dict | None, float, bool]:
     """(the result of one call or None, its reported cost, whether the account is not logged in)."""
     if call.timed_out:
-        return _errored("timeout_error", f"claude -p did not finish within {timeout:g} s"), 0.0, False
+        return errored("timeout_error", f"claude -p did not finish within {timeout:g} s"), 0.0, False
     data = _parse(call.stdout)
     if data is None:
         detail = (call.stderr.strip() or call.stdout.strip() or "no output")[-300:]
-        return _errored("cli_error", f"claude -p exited with {call.returncode} without a JSON result: {detail}"), 0.0, False
+        return errored("cli_error", f"claude -p exited with {call.returncode} without a JSON result: {detail}"), 0.0, False
     cost = data.get("total_cost_usd")
     cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else 0.0
     text = data.get("result") if isinstance(data.get("result"), str) else ""
@@ -169,11 +163,11 @@ def interpret(call: Call, timeout: float) -> tuple[dict | None, float, bool]:
             kind = "structured_output_error"
             text = "; ".join(map(str, data.get("errors") or [])) or "no valid structured output"
         elif isinstance(status, int):
-            kind = HTTP_ERROR_TYPES.get(status, "api_error")
+            kind = error_type_for_status(status)
         else:
             kind = "cli_error"
         message = text or "; ".join(map(str, data.get("errors") or [])) or f"subtype {data.get('subtype')}"
-        return {**_errored(kind, message[:500]), **extra}, cost, False
+        return {**errored(kind, message[:500]), **extra}, cost, False
     # The key, not is_error, says whether the answer came through the StructuredOutput tool.
     output = data["structured_output"] if "structured_output" in data else text
     return {"type": "succeeded", "output": output, **extra}, cost, False
@@ -226,8 +220,7 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
                         continue
                     state = states.setdefault(cid, ItemState())
                     state.attempts += 1
-                    record = {"custom_id": cid, "result": result, "attempt": state.attempts, "mode": "headless",
-                              "at": now_iso()}
+                    record = result_record(cid, result, state.attempts, "headless")
                     append_jsonl(run / "results.jsonl", [record])
                     tally.add(cid, result, view)
                     if progress:

@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from batchpilot import crash
 from batchpilot.errors import BatchpilotError
 from batchpilot.files import atomic_write_json, dumps, iter_jsonl
 from batchpilot.models import Prices
@@ -75,7 +76,8 @@ class _Scan:
 
 def _index_items(run_dir: Path) -> dict[str, int]:
     index: dict[str, int] = {}
-    for rec in iter_jsonl(run_dir / "items.jsonl"):
+    # items.jsonl is written whole by prepare, never appended: a cut last line is damage, not a torn append.
+    for rec in iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False):
         cid = rec.get("custom_id")
         if not isinstance(cid, str) or cid in index:
             raise BatchpilotError(f"items.jsonl line {len(index) + 1}: custom_id {cid!r} is missing or repeated",
@@ -208,6 +210,9 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     if progress:
         progress.stage(f"merging {run_dir} ...")
     index = _index_items(run_dir)
+    if isinstance(manifest.get("item_count"), int) and manifest["item_count"] != len(index):
+        raise BatchpilotError(f"{run_dir / 'items.jsonl'} holds {len(index)} items, run.json says {manifest['item_count']}",
+                              "the run directory was edited or damaged; restore items.jsonl or prepare the run again")
     ledger = _Ledger(len(index))
     scan = _scan_results(run_dir / "results.jsonl", index, ledger, prices, default_mode)
     del index  # pass 3 walks items.jsonl in order instead
@@ -219,7 +224,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     results_path = run_dir / "results.jsonl"
     reader = open(results_path, "rb") if results_path.exists() else nullcontext(None)  # no results: all missing
     with atomic_stream(run_dir / "merged.jsonl") as out, reader as fh:
-        for pos, item in enumerate(iter_jsonl(run_dir / "items.jsonl")):
+        for pos, item in enumerate(iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False)):
             status, output, error, record = _outcome(pos, ledger, fh, style, validator)
             message = (record or {}).get("result", {}).get("message")
             cost = ledger.cost[pos]
@@ -236,6 +241,8 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
                 "source": item.get("source"),
             }
             out.write(dumps(merged) + "\n")
+            if pos == 1:
+                crash.point("merge-mid-write")
             counts[status] += 1
             if error is not None:
                 error_types[error["type"]] += 1
@@ -247,6 +254,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     if progress:
         progress.done()
 
+    crash.point("merge-before-summary")
     files = {"merged.jsonl": str(run_dir / "merged.jsonl")}
     for fmt in formats:
         if fmt in EXPORTERS:

@@ -4,8 +4,11 @@ Pure: it takes the requests a run would contain and returns numbers. Token count
 estimator (`batchpilot.tokens`) unless the caller supplies API counts. Costs per mode:
 
 * direct — standard price, every input token billed in full;
+* direct_cached — standard price, the shared prefix written once to the 5-minute cache (1.25x) and read by
+  every other request: what `prepare --mode direct` sends when the prefix is cacheable;
 * batch — 50% of standard;
-* batch_cached — 50%, with the shared prefix written once to the 1-hour cache and read by every other request;
+* batch_cached — 50%, with the shared prefix written once to the 1-hour cache (2x) and read by every other
+  request: what batch mode sends;
 * agents / headless — billed to the user's Claude Code plan, so tokens only and no dollar figure.
 
 The recommendation encodes the skill's decision guidance: dependent items → sequential; items that need tools
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from batchpilot.models import BATCH_DISCOUNT, CACHE_WRITE_1H, PRICES_AS_OF, Prices
+from batchpilot.models import BATCH_DISCOUNT, CACHE_WRITE_1H, CACHE_WRITE_5M, PRICES_AS_OF, Prices
 from batchpilot.tokens import estimate_input_tokens, request_segments
 
 HANDFUL = 10
@@ -82,17 +85,24 @@ class Mode:
 def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
     """Cost and duration per mode for the tallied job."""
     per = 1_000_000
-    direct = batch = cached = None
+    direct = direct_cached = batch = cached = None
+
+    def with_cache(write_multiplier: float) -> float:
+        """Standard-price cost with the prefix written once at this multiplier and read by the other requests."""
+        reads = t.requests - 1
+        prefix_cost = t.prefix_tokens * prices.input * (write_multiplier + reads * prices.read_multiplier)
+        rest = (t.input_tokens - t.prefix_tokens * t.requests) * prices.input
+        return (prefix_cost + rest + t.output_tokens * prices.output) / per
+
     if prices is not None:
         direct = (t.input_tokens * prices.input + t.output_tokens * prices.output) / per
         batch = direct * BATCH_DISCOUNT
         if t.prefix_tokens and t.requests:
-            reads = t.requests - 1
-            prefix_cost = t.prefix_tokens * prices.input * (CACHE_WRITE_1H + reads * prices.read_multiplier)
-            rest = (t.input_tokens - t.prefix_tokens * t.requests) * prices.input
-            cached = (prefix_cost + rest + t.output_tokens * prices.output) / per * BATCH_DISCOUNT
+            # The TTL follows the mode (requests.cache_ttl_for_mode), and so does the write price.
+            direct_cached = with_cache(CACHE_WRITE_5M)
+            cached = with_cache(CACHE_WRITE_1H) * BATCH_DISCOUNT
         else:
-            cached = batch
+            direct_cached, cached = direct, batch
     direct_seconds = max(
         t.requests / ASSUMED_RPM * 60,
         t.input_tokens / ASSUMED_ITPM * 60,
@@ -103,6 +113,10 @@ def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
     return {
         "direct": Mode("direct", direct, direct_seconds,
                        f"standard price; time assumes {ASSUMED_RPM} requests/min and {ASSUMED_ITPM:,} input tokens/min"),
+        "direct_cached": Mode("direct_cached", direct_cached, direct_seconds,
+                              "standard price, shared instructions written once to the 5-minute cache and read by every other "
+                              "request (what direct mode sends)" if t.prefix_tokens
+                              else "the shared instructions are below the model's minimum cacheable length"),
         "batch": Mode("batch", batch, BATCH_TYPICAL_SECONDS, "50% price; most batches end within 1 hour, at most 24 hours",
                       {"max_seconds": BATCH_MAX_SECONDS}),
         "batch_cached": Mode("batch_cached", cached, BATCH_TYPICAL_SECONDS,

@@ -36,6 +36,16 @@ DEFAULT_RETRY_AFTER = 1.0  # seconds, for a 429 without retry-after
 
 
 @dataclass
+class Limits:
+    """Per-minute limits given by the user (`--rpm`, `--itpm`, `--otpm`); None: learn it from the API's
+    rate-limit headers."""
+
+    rpm: int | None = None
+    itpm: int | None = None
+    otpm: int | None = None
+
+
+@dataclass
 class Reservation:
     """What one request took from each bucket (amounts above a limit are capped at the limit)."""
 

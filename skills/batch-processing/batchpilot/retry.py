@@ -9,15 +9,21 @@ Categories of an item's latest result record (the highest `attempt`, then the la
   `authentication_error`, `billing_error` (or any type not listed above): a retry would fail the same way;
 * `canceled` — retried only when asked (`--only canceled`).
 
-A round is a file `rounds/round-N.jsonl` holding the selected items' original request lines (same
-custom_ids, allowed across batches), sharded and submitted like round 1. Rounds stop at `max_rounds`, or when
-the previous retry round turned no item `ok` (no progress), or at an account-level failure: any
-`billing_error`, a credit-balance message, or one authentication/permission error on every line of the
-round. That stops the job with the API's message instead of resubmitting into the same wall.
+* `invalid` — succeeded, but merge rejects the answer (SELECTORS below); counted apart from `ok` when selected.
 
-Extension point: `SELECTORS` maps a `--only` word to a function `(run_dir) -> {custom_id: reason}` for
-selections that need more than the API's outcome. `invalid` (outputs that failed schema validation, to be
-re-asked with the validator's message) is registered there by the merge side when it exists.
+A round is a file `rounds/round-N.jsonl` holding the selected items' request lines (same custom_ids,
+allowed across batches): the original lines, except the follow-ups of `invalid` items (journaled as
+`round_rewritten`, with how many were repaired each way). It is sharded and submitted like round 1.
+Rounds stop at `max_rounds`, or when the previous retry round turned no item `ok` (no progress), or at an
+account-level failure: any `billing_error`, a credit-balance message, or one authentication/permission
+error on every line of the round. That stops the job with the API's message instead of resubmitting into the same wall.
+
+Extension point: `SELECTORS` maps a `--only` word to a function `(run_dir) -> {custom_id: category}` for
+selections that need more than the API's outcome, and `REWRITERS` maps a category to a function
+`(run_dir) -> ((custom_id, request line) -> request line)` for items whose round line is not the original.
+`invalid` is registered in both: answers merge would reject (no usable JSON, or JSON that breaks the schema)
+are re-asked with the previous answer and the validator's message (`repair.py`). The `retry` command selects
+`invalid` by default; `run` does not (its rounds resend failed requests unchanged).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Callable
 from batchpilot.errors import BatchpilotError
 from batchpilot.files import atomic_write
 from batchpilot.ledger import RunState
+from batchpilot.runs import journal
 from batchpilot.shards import custom_id_of
 
 RETRYABLE_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
@@ -41,7 +48,23 @@ PERMANENT_ERRORS = frozenset({"invalid_request_error", "not_found_error", "permi
 DEFAULT_SELECTION = frozenset(RETRYABLE_ERRORS | {"expired", "missing"})
 DEFAULT_MAX_ROUNDS = 4
 ACCOUNT_MESSAGE = re.compile(r"credit balance|billing|payment|spend limit", re.IGNORECASE)
-SELECTORS: dict[str, Callable[[Path], dict[str, str]]] = {}
+RETRY_DEFAULT = frozenset(DEFAULT_SELECTION | {"invalid"})  # `retry` without --only
+
+
+def _select_invalid(run_dir: Path) -> dict[str, str]:
+    from batchpilot.repair import select_invalid
+
+    return select_invalid(run_dir)
+
+
+def _repair_invalid(run_dir: Path) -> Callable[[str, bytes], bytes]:
+    from batchpilot.repair import Repairer
+
+    return Repairer(run_dir)
+
+
+SELECTORS: dict[str, Callable[[Path], dict[str, str]]] = {"invalid": _select_invalid}
+REWRITERS: dict[str, Callable[[Path], Callable[[str, bytes], bytes]]] = {"invalid": _repair_invalid}
 
 _HEAD = re.compile(rb'^\{"custom_id":"([A-Za-z0-9_-]{1,64})","result":\{"type":"([a-z_]+)"')
 _ATTEMPT = re.compile(rb',"attempt":(\d+),"mode":"[a-z]+","at":"[^"]*","batch_id":"[^"]*"\}$')
@@ -60,10 +83,11 @@ class Classification:
 
 
 def parse_only(only: str | None) -> frozenset[str]:
-    """`--only` words → categories. `retryable` is the default set; error types, expired, missing, canceled
-    and `errored` (every error type) may be named; words in SELECTORS are passed through."""
+    """`--only` words → categories. Without `--only`: retryable and invalid. `retryable` is DEFAULT_SELECTION;
+    error types, expired, missing, canceled, `errored` (every error type) and the words in SELECTORS
+    (`invalid`) may be named."""
     if not only:
-        return DEFAULT_SELECTION
+        return RETRY_DEFAULT
     words: set[str] = set()
     for raw in only.split(","):
         word = raw.strip()
@@ -75,12 +99,9 @@ def parse_only(only: str | None) -> frozenset[str]:
             words |= RETRYABLE_ERRORS | PERMANENT_ERRORS | {"errored"}
         elif word in RETRYABLE_ERRORS | PERMANENT_ERRORS | {"expired", "missing", "canceled"} or word in SELECTORS:
             words.add(word)
-        elif word == "invalid":
-            raise BatchpilotError("--only invalid is not available in this version of batchpilot",
-                                  "re-ask invalid outputs by hand, or use --only retryable,canceled,<error type>")
         else:
             raise BatchpilotError(f"--only {word!r} is not a result type",
-                                  "use retryable, expired, missing, canceled, errored, or an error type such as "
+                                  "use retryable, invalid, expired, missing, canceled, errored, or an error type such as "
                                   "overloaded_error or billing_error (comma-separated)")
     return frozenset(words)
 
@@ -119,7 +140,9 @@ def _latest(run_dir: Path) -> dict[str, tuple[int, str]]:
 
 
 def classify(run_dir: Path, selection: frozenset[str] = DEFAULT_SELECTION) -> Classification:
-    """Every item of the run (requests.jsonl order) by latest outcome; the ones in `selection` selected."""
+    """Every item of the run (requests.jsonl order) by latest outcome; the ones in `selection` selected.
+
+    An item a selector picks is counted under the selector's category (an `invalid` answer is not `ok`)."""
     run_dir = Path(run_dir)
     latest = _latest(run_dir)
     out = Classification()
@@ -130,7 +153,7 @@ def classify(run_dir: Path, selection: frozenset[str] = DEFAULT_SELECTION) -> Cl
     with open(run_dir / "requests.jsonl", "rb") as fh:
         for line in fh:
             custom_id = custom_id_of(line)
-            category = latest.get(custom_id, (0, "missing"))[1]
+            category = extra.get(custom_id) or latest.get(custom_id, (0, "missing"))[1]
             out.counts[category] += 1
             if custom_id in extra:
                 out.selected[custom_id] = extra[custom_id]
@@ -162,20 +185,33 @@ def account_failure(state: RunState, round_: int) -> tuple[str, str] | None:
     return None
 
 
-def write_round_file(run_dir: Path, round_: int, selected: dict[str, str]) -> str:
-    """Copy the selected items' request lines into rounds/round-N.jsonl (atomic); return its relative path."""
+def write_round_file(run_dir: Path, round_: int, selected: dict[str, str], prefix: str = "round") -> str:
+    """Write the selected items' request lines into rounds/<prefix>-N.jsonl (atomic); return its relative path.
+
+    A line is the original request, or for a category in REWRITERS (`invalid`) the rewritten one."""
     run_dir = Path(run_dir)
     folder = run_dir / "rounds"
     folder.mkdir(exist_ok=True)
-    rel = f"rounds/round-{round_}.jsonl"
-    tmp = folder / f".round-{round_}.jsonl.tmp"
+    rel = f"rounds/{prefix}-{round_}.jsonl"
+    tmp = folder / f".{prefix}-{round_}.jsonl.tmp"
+    rewrite = {c: REWRITERS[c](run_dir) for c in set(selected.values()) & set(REWRITERS)}
     with open(run_dir / "requests.jsonl", "rb") as src, open(tmp, "wb") as dst:
         for line in src:
-            if custom_id_of(line) in selected:
-                dst.write(line if line.endswith(b"\n") else line + b"\n")
+            custom_id = custom_id_of(line)
+            category = selected.get(custom_id)
+            if category is None:
+                continue
+            line = line if line.endswith(b"\n") else line + b"\n"
+            if category in rewrite:
+                line = rewrite[category](custom_id, line)
+            dst.write(line)
         dst.flush()
         os.fsync(dst.fileno())
     os.replace(tmp, run_dir / rel)
+    for category, fn in rewrite.items():
+        counts = getattr(fn, "counts", None)
+        if counts:
+            journal(run_dir, "round_rewritten", source=rel, category=category, how=dict(sorted(counts.items())))
     return rel
 
 

@@ -11,6 +11,7 @@ remote side effect, and on restart reads the journal to pick up where it stopped
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -21,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from batchpilot import crash
 from batchpilot.version import __version__
 from batchpilot.errors import BatchpilotError
 from batchpilot.files import append_jsonl, atomic_write_json, dumps, iter_jsonl, read_json
@@ -89,6 +91,7 @@ def create_run(
         return _reprepare(run_dir, items, skipped_log, settings)
     parent = run_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_partials(parent, run_dir.name)
     tmp = parent / f".{run_dir.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -102,6 +105,7 @@ def create_run(
                 items_fh.write(dumps(item.manifest()) + "\n")
                 req_fh.write(dumps(builder.request(item)) + "\n")
                 count += 1
+            crash.point("prepare-after-items")
             for fh in (items_fh, req_fh):
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -126,11 +130,26 @@ def create_run(
         atomic_write_json(tmp / "schema.json", builder.template.schema)
         atomic_write_json(tmp / "run.json", manifest)
         append_jsonl(tmp / "journal.jsonl", [{"at": now_iso(), "event": "prepared", "items": count}])
+        crash.point("prepare-before-rename")
         os.rename(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareResult(run_dir, count, skipped, False, manifest)
+
+
+def _remove_dead_partials(parent: Path, name: str) -> None:
+    """Remove the `.<name>.partial-<pid>` directories of prepares that were killed (their process is gone)."""
+    for stale in parent.glob(f".{glob.escape(name)}.partial-*"):
+        pid = stale.name.rpartition("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # alive under another user, or not ours to judge
 
 
 def _reprepare(run_dir: Path, items: Iterable[Item], skipped_log: list, settings: dict) -> PrepareResult:

@@ -152,7 +152,8 @@ class App:
                 self.check_headers(request)
             response = handler(self, request)
         except ApiError as exc:
-            response = Response(exc.status, b"", headers=list(exc.headers), fault=exc.fault)
+            response = Response(exc.status, b"", headers=list(exc.headers), fault=exc.fault,
+                                request_key=exc.request_key, scenario_step=exc.scenario_step)
             response.body = _error(exc, request_id)
         except Exception:  # a bug in the emulator: still an API-shaped answer, but counted and kept for tests
             self.stats.internal(traceback.format_exc(limit=8))

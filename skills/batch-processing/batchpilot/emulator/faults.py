@@ -19,12 +19,18 @@ What each kind does:
 | api_error | 500 api_error | errored, api_error |
 | rate_limit | 429 rate_limit_error with retry-after | — |
 | errored | 400 invalid_request_error | errored, invalid_request_error |
+| billing | 402 billing_error, the low-credit message | errored, billing_error, the low-credit message |
+| low_credit | 400 invalid_request_error, the low-credit message | errored, invalid_request_error, same message |
 | expired | — | expired |
 | invalid_json | the text is not valid JSON | same |
 | truncate | stop_reason max_tokens, output cut | same |
 | refusal | stop_reason refusal | same |
 | slow | answered `slow_seconds` later | — |
 | drop_results | — | the results download is cut mid-stream (at the first matching custom_id, else halfway) |
+
+`low_credit` is what the real API was seen to send when an account runs out of credit (the batch line of
+anthropic-api.md 3.3): an invalid_request_error whose message alone says it is about the account.
+`billing` is the same refusal under the API's own `billing_error` type (HTTP 402).
 
 For Messages requests `match` is searched in the text of the last user turn; for batch requests in the
 custom_id.
@@ -39,21 +45,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = (
-    "overloaded", "api_error", "rate_limit", "errored", "expired",
+    "overloaded", "api_error", "rate_limit", "errored", "billing", "low_credit", "expired",
     "invalid_json", "truncate", "refusal", "slow", "drop_results",
 )
+LOW_CREDIT_MESSAGE = ("Your credit balance is too low to access the Anthropic API. "
+                      "Please go to Plans & Billing to upgrade or purchase credits.")
 # Faults that replace a Messages answer with an HTTP error: (status, error type, message).
 HTTP_FAULTS = {
     "overloaded": (529, "overloaded_error", "Overloaded"),
     "api_error": (500, "api_error", "Internal server error"),
     "rate_limit": (429, "rate_limit_error", "This request would exceed your rate limit (emulated fault)."),
     "errored": (400, "invalid_request_error", "Request rejected (emulated fault)."),
+    "billing": (402, "billing_error", LOW_CREDIT_MESSAGE),
+    "low_credit": (400, "invalid_request_error", LOW_CREDIT_MESSAGE),
 }
 # Faults that turn a batch request into an errored line: error type and message.
 LINE_ERRORS = {
     "overloaded": ("overloaded_error", "Overloaded"),
     "api_error": ("api_error", "Internal server error"),
     "errored": ("invalid_request_error", "Request rejected (emulated fault)."),
+    "billing": ("billing_error", LOW_CREDIT_MESSAGE),
+    "low_credit": ("invalid_request_error", LOW_CREDIT_MESSAGE),
 }
 # Faults that change the model's answer rather than replacing it.
 ANSWER_FAULTS = ("invalid_json", "truncate", "refusal")

@@ -4,6 +4,10 @@ A line: `{"time", "method", "path", "status", "batch_id", "requests", "usage", "
 `time` RFC 3339 (wall clock), `path` without the query string, `batch_id` for batch endpoints (else null),
 `requests` the number of requests a batch create carried (else null), `usage` the answer's token usage for
 POST /v1/messages (else null), `fault` the injected fault kind (else null), `ms` the time spent serving.
+POST /v1/messages lines whose body was a JSON object also carry `request_key`: the responder's digest of the
+body minus `stream` and `metadata` (and the seed), so the same request sent twice, a client's retry or a
+streaming request and its non-streaming fallback, has the same key whatever the answer was. A request that
+a scenario step answered carries `scenario_step`, the step's index in the scenario.
 Tests and benchmarks count duplicates, 429s and tokens from it: the server's view, not the client's.
 """
 

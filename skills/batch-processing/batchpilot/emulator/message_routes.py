@@ -39,7 +39,10 @@ def _params(app: "App", request: Request, counting: bool) -> dict:
     problem = check_params(params, in_batch=False, allow_unknown_models=app.config.allow_unknown_models,
                            version=request.headers.get("anthropic-version"), counting=counting)
     if problem is not None:
-        raise ApiError(problem.status, problem.type, problem.message)
+        error = ApiError(problem.status, problem.type, problem.message)
+        if isinstance(params, dict) and not counting:
+            error.request_key = request_key(params, app.config.seed)
+        raise error
     return params
 
 
@@ -59,13 +62,23 @@ def _fault_key(app: "App", key: str) -> str:
 
 def create(app: "App", request: Request) -> Response:
     params = _params(app, request, counting=False)
+    key = request_key(params, app.config.seed)
+    try:
+        response = _create(app, params, key)
+    except ApiError as exc:
+        exc.request_key = key  # the log names the request whatever the answer
+        raise
+    response.request_key = key
+    return response
+
+
+def _create(app: "App", params: dict, key: str) -> Response:
     total = estimate_input_tokens(params)
     wait = app.limiter.admit_message(total)
     if wait > 0:
         raise ApiError(429, "rate_limit_error",
                        "This request would exceed the rate limit for your organization (emulated). "
                        "Please wait before trying again.", [("retry-after", retry_after(wait))])
-    key = request_key(params, app.config.seed)
     fault_key = _fault_key(app, key)
     subject = last_user_text(params) if app.config.faults else ""
     delay = app.config.latency
@@ -78,11 +91,13 @@ def create(app: "App", request: Request) -> Response:
         status, type_, message = HTTP_FAULTS[rule.kind]
         headers = [("retry-after", "1")] if status == 429 else []
         raise ApiError(status, type_, message, headers, fault=rule.kind)
-    scripted = app.scenario.answer(params)
+    step, scripted = app.scenario.pick(params)
     if scripted is not None and scripted.get("error"):
         error = scripted["error"]
-        raise ApiError(int(error["status"]), str(error.get("type") or "api_error"),
-                       str(error.get("message") or "Scripted error"), fault="scenario")
+        failure = ApiError(int(error["status"]), str(error.get("type") or "api_error"),
+                           str(error.get("message") or "Scripted error"), fault="scenario")
+        failure.scenario_step = step
+        raise failure
     answer_rule = app.faults.first(ANSWER_FAULTS, fault_key, subject)
     fault = answer_rule.kind if answer_rule else None
     reply = answer(params, key, fault, scripted)
@@ -95,5 +110,5 @@ def create(app: "App", request: Request) -> Response:
                                       "cache_creation_input_tokens")}
     if params.get("stream"):
         return Response(200, sse_body(message), "text/event-stream; charset=utf-8",
-                        [("cache-control", "no-cache")], usage=log_usage, fault=fault)
-    return Response.json(message, usage=log_usage, fault=fault)
+                        [("cache-control", "no-cache")], usage=log_usage, fault=fault, scenario_step=step)
+    return Response.json(message, usage=log_usage, fault=fault, scenario_step=step)

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchpilot.emulator.scenario import tool_calls
 from batchpilot.emulator.schemagen import example
 from batchpilot.tokens import CHARS_PER_TOKEN, estimate_json, estimate_text
 
@@ -136,11 +137,14 @@ def _scripted(reply: dict, key: str) -> Answer:
     content: list[dict] = []
     if reply.get("text") is not None:
         content.append({"type": "text", "text": str(reply["text"])})
-    tool = reply.get("tool_use")
-    if tool:
-        content.append({"type": "tool_use", "id": make_id("toolu", key + tool["name"]), "name": tool["name"],
+    tools = tool_calls(reply)
+    for n, tool in enumerate(tools):
+        # Ids must differ between calls of one message (the client pairs each tool_result with its call);
+        # the first keeps the single-call form's id.
+        seed = key + tool["name"] + (f"/{n}" if n else "")
+        content.append({"type": "tool_use", "id": make_id("toolu", seed), "name": tool["name"],
                         "input": tool.get("input") or {}})
-    stop = reply.get("stop_reason") or ("tool_use" if tool else "end_turn")
+    stop = reply.get("stop_reason") or ("tool_use" if tools else "end_turn")
     return Answer(content or [{"type": "text", "text": ""}], stop)
 
 

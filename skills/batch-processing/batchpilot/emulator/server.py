@@ -24,9 +24,10 @@ from batchpilot.emulator.responder import make_id
 from batchpilot.emulator.wire import Request, Response, error_body
 
 DRAIN_LIMIT = 1 << 30  # read and discard oversized bodies up to this, so the client sees the 413
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+           404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
            413: "Request Entity Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
-           529: "Overloaded"}
+           503: "Service Unavailable", 504: "Gateway Timeout", 529: "Overloaded"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -127,9 +128,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._log(method, request, response, started)
 
     def _log(self, method: str, request: Request, response: Response, started: float) -> None:
+        # request_key (and scenario_step) only on Messages lines: batch and other lines keep their shape.
+        keyed = {"request_key": response.request_key} if response.request_key else {}
+        if response.scenario_step is not None:
+            keyed["scenario_step"] = response.scenario_step
         self.server.app.log.write(method=method, path=request.path, status=response.status,
                                   batch_id=response.batch_id, requests=response.requests, usage=response.usage,
-                                  fault=response.fault, ms=round((time.perf_counter() - started) * 1000, 2))
+                                  fault=response.fault, **keyed, ms=round((time.perf_counter() - started) * 1000, 2))
 
     def _write(self, method: str, response: Response, request_id: str) -> None:
         reason = REASONS.get(response.status, "Error")

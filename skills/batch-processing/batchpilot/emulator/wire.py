@@ -23,6 +23,8 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or []
         self.fault = fault
+        self.request_key: str | None = None  # set once the request's body is known (see Response.request_key)
+        self.scenario_step: int | None = None
 
 
 def bad_request(message: str) -> ApiError:
@@ -54,6 +56,8 @@ class Response:
     requests: int | None = None
     usage: dict | None = None
     fault: str | None = None
+    request_key: str | None = None  # POST /v1/messages only: the responder's digest of the request body
+    scenario_step: int | None = None  # POST /v1/messages only: the index of the scripted step that answered
 
     @classmethod
     def json(cls, value: Any, status: int = 200, **log: Any) -> "Response":

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Run every benchmark against the emulator, print one table of figures, and save them with the machine's facts.
+
+Usage:
+    .venv/bin/python bench/run_all.py              # full sizes (under about 10 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py --quick      # each script's --quick (about a minute and a half)
+    .venv/bin/python bench/run_all.py --smoke --out OUT.json   # smallest sizes: proves every row is produced
+
+Each script runs as its own subprocess (so its memory figures are its own) and prints one JSON object; this
+script turns those into rows. Every row is a figure next to a baseline measured in the same run, and the
+ratio of the two, because the machine may be shared and absolute times drift; where the project states a
+target the row says whether the ratio meets it. The table (Markdown) goes to stdout, progress to stderr, and
+everything (rows, each script's raw JSON, the machine, the versions, the date, the command) to `--out`
+(default: bench/results.json, the latest figures, committed). Exit status 1 if a script failed; a missed
+target is a figure, not a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SKILL = ROOT / "skills" / "batch-processing"
+DEFAULT_OUT = BENCH / "results.json"
+
+# Arguments per script and size. Full direct runs 900 items at 600 RPM (90 s of rate limit per executor),
+# a little under the script's own default, to keep the whole run near 10 minutes.
+PROFILES: dict[str, dict[str, list[str]]] = {
+    "full": {
+        "startup": [], "direct": ["--items", "900", "--rpm", "600"], "batch": ["--requests", "100000"],
+        "merge": ["--sizes", "100000", "1000000"], "agents": [], "cost": ["--items", "1000"], "emulator": [],
+    },
+    "quick": {name: ["--quick"] for name in ("startup", "direct", "batch", "merge", "agents", "cost", "emulator")},
+    "smoke": {
+        "startup": ["--runs", "1", "--no-warmup"], "direct": ["--items", "20", "--rpm", "600"], "batch": ["--requests", "2000"],
+        "merge": ["--sizes", "1000", "5000"], "agents": ["--items", "5"], "cost": ["--items", "20"],
+        "emulator": ["--seconds", "0.5", "--results", "2000"],
+    },
+}
+SCRIPTS = {"startup": "bench_startup.py", "direct": "bench_direct.py", "batch": "bench_batch.py",
+           "merge": "bench_merge.py", "agents": "bench_agents.py", "cost": "bench_cost.py",
+           "emulator": "bench_emulator.py"}
+
+
+def row(bench: str, figure: str, value: float | None, unit: str, baseline: str, base: float | None,
+        target: str | None = None, check: Callable[[float], bool] | None = None, ratio: float | None = None) -> dict:
+    """One line of the table: the figure, its baseline, value / baseline, and the target if there is one."""
+    if ratio is None and value is not None and base:
+        ratio = value / base
+    met = None if check is None or ratio is None else bool(check(ratio))
+    return {"benchmark": bench, "figure": figure, "value": value, "unit": unit, "baseline": baseline,
+            "baseline_value": base, "ratio": None if ratio is None else round(ratio, 4), "target": target, "pass": met}
+
+
+def startup_rows(d: dict) -> list[dict]:
+    m = d["median_seconds"]
+    base = "`python -c 'import anthropic'`"
+    return [
+        row("startup", "`batchpilot --help`", m["help"], "s", base, m["import_anthropic"], "< 0.5", lambda r: r < 0.5),
+        row("startup", "`batchpilot plan` (10 items)", m["plan_10"], "s", base, m["import_anthropic"], "< 0.5", lambda r: r < 0.5),
+        row("startup", "`batchpilot status RUN --emulate` (ended 10-item run)", m["status_10"], "s", base, m["import_anthropic"]),
+    ]
+
+
+def direct_rows(d: dict) -> list[dict]:
+    ours, naive = d["direct"], d["naive"]
+    w = d["workload"]
+    base = f"naive gather + Semaphore({w['concurrency']})"
+    scale = f"{w['items']} items, {w['rpm']} RPM"
+    return [
+        row("direct", f"utilisation of the request limit ({scale})", ours["utilisation"], "share", base, naive["utilisation"]),
+        row("direct", "HTTP 429 answers", ours["http_429"], "count", base, naive["http_429"],
+            ratio=ours["http_429"] / naive["http_429"] if naive["http_429"] else None),
+        row("direct", "requests sent per item", ours["requests_per_item"], "requests", base, naive["requests_per_item"]),
+        row("direct", "items failed", ours["failed"], "count", base, naive["failed"],
+            ratio=ours["failed"] / naive["failed"] if naive["failed"] else None),
+    ]
+
+
+def batch_rows(d: dict) -> list[dict]:
+    s, f = d["submit"], d["fetch"]
+    n = f"{d['requests']:,} × {round(d['request_bytes_mb'] * 1e6 / d['requests'] / 1000, 1)} KB"
+    return [
+        row("batch", f"`submit` peak RSS ({n})", s["batchpilot_streamed"]["peak_rss_mb"], "MB", "SDK `batches.create(requests=list)`",
+            s["sdk_list_create"]["peak_rss_mb"], "≤ 0.333", lambda r: r <= 0.333),
+        row("batch", "`submit` time", s["batchpilot_streamed"]["seconds"], "s", "SDK `batches.create(requests=list)`",
+            s["sdk_list_create"]["seconds"]),
+        row("batch", f"`fetch` time ({f['lines_recorded']:,} result lines)", f["batchpilot_fetch"]["seconds"], "s",
+            "iterating SDK `batches.results()`", f["sdk_results_iteration"]["seconds"], "≤ 0.2 (5× faster)", lambda r: r <= 0.2),
+        row("batch", "`fetch` peak RSS", f["batchpilot_fetch"]["peak_rss_mb"], "MB", "iterating SDK `batches.results()`",
+            f["sdk_results_iteration"]["peak_rss_mb"]),
+    ]
+
+
+def merge_rows(d: dict) -> list[dict]:
+    rows = []
+    for r in d["runs"]:
+        n = f"{r['items']:,} items"
+        rows.append(row("merge", f"records per second ({n})", r["records_per_second"], "records/s",
+                        "`json.loads` of every line, nothing kept", r["parse_only_records_per_second"],
+                        f"value ≥ {d['target_records_per_second']:,}/s",
+                        lambda _r, v=r["records_per_second"]: v >= d["target_records_per_second"]))
+        rows.append(row("merge", f"peak RSS growth ({n})", r["rss_growth_mb"], "MB", "size of results.jsonl", r["results_mb"]))
+    return rows
+
+
+def agents_rows(d: dict) -> list[dict]:
+    return [row("agents", f"orchestrator bytes per item ({s['item_bytes']:,}-byte items)", s["this_design"]["total_per_item"],
+                "bytes", "naive: item + pasted prompt + full answer", s["naive"]["total_per_item"]) for s in d["sizes"]]
+
+
+def cost_rows(d: dict) -> list[dict]:
+    runs, c = d["runs"], d["comparisons"]
+    within = "0.90–1.10"
+    ok = lambda r: abs(r - 1) <= d["targets"]["estimate_error_at_most"]  # noqa: E731
+    job = f"{d['items']:,} items, {d['system_prompt_tokens']:,}-token instructions"
+    rows = [
+        row("cost", f"batch billed ({job})", runs["batch"]["billed_usd"], "USD", "direct billed", runs["direct"]["billed_usd"],
+            "≤ 0.5", lambda r: r <= 0.5 + 1e-9),
+        row("cost", "batch + cache billed", runs["batch_cached"]["billed_usd"], "USD", "direct billed", runs["direct"]["billed_usd"],
+            f"≤ {d['targets']['batch_cached_over_direct_at_most']}", lambda r: r <= d["targets"]["batch_cached_over_direct_at_most"]),
+        row("cost", "direct + 5-minute cache billed (as `prepare --mode direct` sends)", runs["direct_cached"]["billed_usd"],
+            "USD", "direct billed", runs["direct"]["billed_usd"]),
+    ]
+    out = d["output_tokens"]
+    for mode in ("direct", "batch", "batch_cached", "direct_cached"):
+        name = mode.replace("_cached", " + cache")
+        cal = c[mode]["calibrated"]
+        rows.append(row("cost", f"plan estimate, {name} (output estimate = emulator's {out['emulator_mean_per_item']} tokens/item)",
+                        cal["estimate_usd"], "USD", f"{name} billed", cal["billed_usd"], within, ok))
+        side = c[mode]["input_side"]
+        rows.append(row("cost", f"plan estimate, {name}, input side only", side["estimate_usd"], "USD",
+                        f"{name} billed, input side", side["billed_usd"], within, ok))
+        raw = c[mode]["template_estimate"]
+        rows.append(row("cost", f"plan estimate, {name} (template's {out['template_estimate_per_item']} output tokens/item)",
+                        raw["estimate_usd"], "USD", f"{name} billed", raw["billed_usd"]))
+    return rows
+
+
+def emulator_rows(d: dict) -> list[dict]:
+    return [row("emulator", "Messages requests per second", d["messages"]["requests_per_second"], "req/s",
+                "bare `ThreadingHTTPServer`, fixed answer", d["bare_server"]["requests_per_second"])]
+
+
+ROWS: dict[str, Callable[[dict], list[dict]]] = {
+    "startup": startup_rows, "direct": direct_rows, "batch": batch_rows, "merge": merge_rows,
+    "agents": agents_rows, "cost": cost_rows, "emulator": emulator_rows,
+}
+
+
+def run_script(name: str, args: list[str]) -> tuple[dict | None, float, str]:
+    """Run one benchmark script; its JSON (None on failure), its wall time, and its stderr tail."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "BATCHPILOT_"))}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(BENCH / SCRIPTS[name]), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        return None, seconds, done.stderr[-3000:]
+    try:
+        return json.loads(done.stdout), seconds, ""
+    except ValueError as exc:
+        return None, seconds, f"not one JSON object on stdout: {exc}\n{done.stdout[-1000:]}"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("anthropic", "click", "jsonschema"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    sys.path.insert(0, str(SKILL))
+    from batchpilot.version import __version__
+
+    out["batchpilot"] = __version__
+    return out
+
+
+def scrub(value: Any) -> Any:
+    """Machine-specific paths out of the saved figures: the checkout becomes relative, temp dirs <tmp>."""
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        for prefix, token in ((str(ROOT) + os.sep, ""), (str(ROOT), "."), (tempfile.gettempdir(), "<tmp>"),
+                              (str(Path.home()), "~")):
+            value = value.replace(prefix, token)
+    return value
+
+
+def fmt(x: Any) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        if abs(x) >= 100:
+            return f"{x:,.0f}"
+        return f"{x:.4g}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| benchmark | figure | value | baseline | baseline value | ratio | target | pass |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = {True: "pass", False: "FAIL", None: "—"}[r["pass"]]
+        lines.append(f"| {r['benchmark']} | {r['figure']} | {fmt(r['value'])} {r['unit']} | {r['baseline']} | "
+                     f"{fmt(r['baseline_value'])} | {fmt(r['ratio'])} | {r['target'] or '—'} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="each script's --quick sizes")
+    size.add_argument("--smoke", action="store_true", help="the smallest sizes (the test suite's smoke test)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON (default: bench/results.json)")
+    parser.add_argument("--only", action="append", choices=sorted(SCRIPTS), help="run only this benchmark; repeatable")
+    args = parser.parse_args(argv)
+    profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    names = [n for n in SCRIPTS if not args.only or n in args.only]
+    started = time.perf_counter()
+    raw, rows, failures, timings = {}, [], {}, {}
+    for name in names:
+        print(f"bench: {SCRIPTS[name]} {' '.join(PROFILES[profile][name])} ...", file=sys.stderr, flush=True)
+        data, seconds, error = run_script(name, PROFILES[profile][name])
+        timings[name] = round(seconds, 1)
+        if data is None:
+            failures[name] = error
+            print(f"bench: {SCRIPTS[name]} FAILED after {seconds:.0f} s\n{error}", file=sys.stderr)
+            continue
+        print(f"bench: {SCRIPTS[name]} done in {seconds:.0f} s", file=sys.stderr)
+        raw[name] = data
+        rows += ROWS[name](data)
+    command = "python bench/run_all.py" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[profile]
+    command += "".join(f" --only {n}" for n in args.only or ())
+    result = {
+        "command": command,
+        "profile": profile,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine()},
+        "versions": versions(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "script_seconds": timings,
+        "rows": rows,
+        "failed": failures,
+        "raw": raw,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(scrub(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(table(rows))
+    print(f"\n{command}: {result['date']}, {os.cpu_count()} CPUs, {result['seconds']:.0f} s; written to {args.out}",
+          file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

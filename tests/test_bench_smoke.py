@@ -1,0 +1,39 @@
+"""Smoke test of the benchmark suite: `bench/run_all.py --smoke` runs every benchmark at its smallest size
+and produces every row of the table. It asserts that the figures exist, not that any target is met (that is
+what the full run is for), and writes to a temporary file, never to the committed bench/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ALL = ROOT / "bench" / "run_all.py"
+# Rows each benchmark contributes to the table.
+EXPECTED_ROWS = {"startup": 3, "direct": 4, "batch": 4, "merge": 4, "agents": 3, "cost": 15, "emulator": 1}
+
+
+def test_run_all_smoke_produces_every_row(tmp_path):
+    out = tmp_path / "results.json"
+    before = (ROOT / "bench" / "results.json").read_bytes() if (ROOT / "bench" / "results.json").exists() else None
+    done = subprocess.run([sys.executable, str(RUN_ALL), "--smoke", "--out", str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["failed"] == {}
+    assert result["profile"] == "smoke"
+    assert Counter(r["benchmark"] for r in result["rows"]) == EXPECTED_ROWS
+    for r in result["rows"]:
+        assert r["value"] is not None and r["baseline_value"] is not None, r
+        if r["target"] is not None:
+            assert r["pass"] in (True, False), r
+    assert set(result["versions"]) == {"python", "anthropic", "batchpilot", "click", "jsonschema"}
+    assert result["machine"]["cpu_count"] and result["date"]
+    # The table on stdout has a header, a rule and one line per row.
+    assert len([line for line in done.stdout.splitlines() if line.startswith("| ")]) == sum(EXPECTED_ROWS.values()) + 1
+    after = (ROOT / "bench" / "results.json").read_bytes() if (ROOT / "bench" / "results.json").exists() else None
+    assert after == before
