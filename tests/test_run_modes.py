@@ -69,3 +69,11 @@ def test_run_headless_emulated_with_the_real_claude_cli(tmp_path):
     receipt = json.loads((tmp_path / "receipt.json").read_text())
     assert receipt["mode"] == "headless" and receipt["counts"]["ok"] == 3, receipt
     assert receipt["headless"]["counts"]["succeeded"] == 3
+
+
+def test_run_direct_with_nothing_listening_is_an_error_and_stays_resumable(bp, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")  # ANTHROPIC_BASE_URL points at a closed port (conftest)
+    r = bp("run", "-t", "code-review", "-i", items(3), "--mode", "direct", "--run", "job")
+    assert r.code == 1 and "cannot reach the API" in r.stderr and "Hint:" in r.stderr
+    again = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "direct", "--emulate", "--run", "job")
+    assert again.code == 0 and again.receipt["counts"]["ok"] == 3

@@ -119,3 +119,18 @@ def account_error(failure: Failure, run_dir: Path) -> BatchpilotError:
         "the run stopped",
         f"{hint}; results so far are kept, and `batchpilot direct {run_dir}` resumes",
     )
+
+
+def raise_if_unreachable(counts: dict, resume: str) -> None:
+    """Nothing answered at all (every request failed to connect): a wrong ANTHROPIC_BASE_URL or no network,
+    not N item failures to merge. `resume` is the command that sends them again."""
+    if counts.get("succeeded") or set(counts.get("errored") or {}) != {"connection_error"}:
+        return
+    import os
+
+    from batchpilot.errors import BatchpilotError
+
+    base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+    raise BatchpilotError(f"cannot reach the API at {base}: all {sum(counts['errored'].values())} request(s) "
+                          "failed to connect", "check the network and ANTHROPIC_BASE_URL (or add --emulate to "
+                          f"rehearse offline), then `{resume}` sends them again")

@@ -64,15 +64,9 @@ def direct(ctx: click.Context, run_dir: Path, emulate: bool, rpm: int | None, it
             max_cost=max_cost, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS, progress=progress,
             handle_sigint=True,
         )
-    counts = receipt["counts"]
-    if not counts["succeeded"] and set(counts["errored"]) == {"connection_error"}:
-        # Nothing answered at all: a wrong ANTHROPIC_BASE_URL or no network, not N item failures to merge.
-        import os
+    from batchpilot.direct_errors import raise_if_unreachable
 
-        base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-        raise BatchpilotError(f"cannot reach the API at {base}: all {sum(counts['errored'].values())} request(s) "
-                              "failed to connect", "check the network and ANTHROPIC_BASE_URL (or add --emulate to "
-                              f"rehearse offline), then `{next_command('direct', run_dir)}` sends them again")
+    raise_if_unreachable(receipt["counts"], next_command("direct", run_dir))
     stopped = receipt["stopped"]
     if stopped in ("interrupted", "max_cost") or receipt["counts"]["not_run"]:
         resume = ["direct", run_dir] + (["--emulate"] if emulate else [])

@@ -96,6 +96,9 @@ def run_direct_mode(ctx: click.Context, run_dir: Path, options: dict, progress: 
     with api_client(options["emulate"], async_client=True, max_retries=0) as client:
         receipt = run_direct(run_dir, client, concurrency=DEFAULT_CONCURRENCY, max_cost=options["max_cost"],
                              max_attempts=DEFAULT_MAX_ATTEMPTS, progress=progress, handle_sigint=True)
+    from batchpilot.direct_errors import raise_if_unreachable
+
+    raise_if_unreachable(receipt["counts"], next_command("direct", run_dir))
     if receipt.get("stopped") in ("interrupted", "max_cost") or receipt["counts"].get("not_run"):
         return {"direct": receipt, "next": next_command("direct", run_dir, *_emulated(options))}
     return _finish(run_dir, options, progress, {"direct": receipt})
