@@ -252,3 +252,18 @@ def test_retry_only_invalid_needs_a_submitted_batch_run(bp):
     run = prepare(bp, 2)  # the repair itself: tests/test_repair.py
     r = bp("retry", run, "--only", "invalid")
     assert r.code == 1 and "has not been submitted yet" in r.stderr and "--mode direct" in r.stderr
+
+
+def test_status_with_the_api_unreachable_is_an_error_not_stale_counts(bp, monkeypatch):
+    run = prepare(bp, 3)
+    assert bp("submit", run, "--emulate").code == 0
+    before = (run / "journal.jsonl").read_bytes()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")  # no --emulate: the base URL is a closed port (conftest)
+    monkeypatch.setenv("BATCHPILOT_POLL_MIN", "0.01")
+    monkeypatch.setenv("BATCHPILOT_POLL_MAX", "0.02")
+    for args in ((), ("--wait",)):
+        r = bp("status", run, *args)
+        assert r.code == 1, (args, r.stdout)
+        assert "Error: cannot reach the API" in r.stderr and "Hint:" in r.stderr
+    assert (run / "journal.jsonl").read_bytes() == before  # nothing recorded; the run resumes with --emulate
+    assert bp("status", run, "--wait", "--emulate").code == 0

@@ -22,6 +22,7 @@ from batchpilot.ledger import BatchState, RunState, record
 from batchpilot.progress import Progress
 
 NOT_FOUND_GRACE = timedelta(minutes=10)
+UNREACHABLE_POLLS = 6  # consecutive polls that reach nothing before `status --wait` gives up
 RETENTION_WARN = timedelta(days=25)  # results are deleted 29 days after created_at
 COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
 DEFAULT_BATCH_RPM = 50
@@ -72,6 +73,7 @@ class Snapshot:
     """The latest known state of each batch of a run: status and request counts."""
 
     batches: dict[str, dict] = field(default_factory=dict)  # id -> {status, counts, round, shard}
+    unreachable: int = 0  # consecutive polls in which no retrieve could connect
 
     def totals(self, round_: int | None = None) -> dict[str, int]:
         out = dict.fromkeys(COUNT_KEYS, 0)
@@ -96,12 +98,18 @@ def known_snapshot(state: RunState) -> Snapshot:
 
 
 def poll_once(client: Any, run_dir: Path, state: RunState, pacer: Pacer, progress: Progress,
-              snapshot: Snapshot) -> list[str]:
-    """Retrieve every open batch; journal the ones that ended. Returns the ids whose status or counts changed."""
+              snapshot: Snapshot, give_up_after: int = UNREACHABLE_POLLS) -> list[str]:
+    """Retrieve every open batch; journal the ones that ended. Returns the ids whose status or counts changed.
+
+    A poll in which no retrieve could connect is tolerated `give_up_after - 1` times in a row (a network blip);
+    then it is an error: waiting on an API that cannot be reached would never end.
+    """
     import anthropic
 
     changed = []
-    for batch in state.open_batches():
+    open_batches = state.open_batches()
+    failed = 0
+    for batch in open_batches:
         pacer.wait()
         try:
             remote = client.messages.batches.retrieve(batch.id)
@@ -119,6 +127,7 @@ def poll_once(client: Any, run_dir: Path, state: RunState, pacer: Pacer, progres
 
             raise describe_api_error(exc) from None
         except anthropic.APIConnectionError:
+            failed += 1
             progress.warn(f"polling {batch.id}: connection failed; trying again later")
             continue
         counts = {k: getattr(remote.request_counts, k) for k in COUNT_KEYS}
@@ -131,6 +140,14 @@ def poll_once(client: Any, run_dir: Path, state: RunState, pacer: Pacer, progres
             record(run_dir, "batch_ended", batch_id=batch.id, processing_status="ended", request_counts=counts,
                    ended_at=ended_at)
             batch.ended = {"request_counts": counts, "ended_at": ended_at}
+    snapshot.unreachable = snapshot.unreachable + 1 if open_batches and failed == len(open_batches) else 0
+    if snapshot.unreachable >= give_up_after:
+        import os
+
+        base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        raise BatchpilotError(f"cannot reach the API at {base} to check the run's batches",
+                              "check the network and ANTHROPIC_BASE_URL (with --emulate, keep using --emulate for this "
+                              "run), then run the same command again: the batches keep running meanwhile")
     return changed
 
 
