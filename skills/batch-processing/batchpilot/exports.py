@@ -15,36 +15,14 @@ from __future__ import annotations
 import csv
 import html
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator
 
-from batchpilot.files import iter_jsonl
+from batchpilot.files import atomic_stream, iter_jsonl
 
 BASE_COLUMNS = ("custom_id", "status", "source")
 TAIL_COLUMNS = ("error_type", "error_message")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-@contextmanager
-def atomic_stream(path: Path) -> Iterator[TextIO]:
-    """A text file written line by line, that appears at `path` only when complete (temp + fsync + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def findings_field(schema: dict) -> str | None:

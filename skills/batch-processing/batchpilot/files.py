@@ -11,7 +11,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any, Iterable, Iterator
 
 from batchpilot import crash
 from batchpilot.errors import BatchpilotError
@@ -35,13 +36,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Replace `path` with `data` atomically (same directory temp file, fsync, rename)."""
+@contextmanager
+def atomic_stream(path: Path, binary: bool = False) -> Iterator[IO]:
+    """A file written bit by bit that appears at `path` only when complete (same-directory temp file, fsync,
+    rename); on any error the temp file is removed and `path` keeps its old content."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -52,6 +55,12 @@ def atomic_write(path: Path, data: str | bytes) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Replace `path` with `data` atomically."""
+    with atomic_stream(path, binary=True) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def atomic_write_json(path: Path, value: Any) -> None:

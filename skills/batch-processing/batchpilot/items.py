@@ -25,7 +25,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
 from batchpilot.errors import BatchpilotError

@@ -195,7 +195,8 @@ def _outcome(pos: int, ledger: _Ledger, fh: Any, style: str, validator: OutputVa
 
 def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), progress: Any = None) -> dict:
     """Write merged.jsonl (always), summary.json and the extra `formats` (csv, md); return the summary."""
-    from batchpilot.exports import EXPORTERS, atomic_stream
+    from batchpilot.exports import EXPORTERS
+    from batchpilot.files import atomic_stream
 
     run_dir = Path(run_dir)
     unknown_formats = [f for f in formats if f != "jsonl" and f not in EXPORTERS]

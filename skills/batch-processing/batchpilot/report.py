@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from batchpilot.exports import atomic_stream, cell_text, findings_field, md_cell
+from batchpilot.exports import cell_text, findings_field, md_cell
+from batchpilot.files import atomic_stream
 from batchpilot.files import iter_jsonl, read_json
 from batchpilot.runs import open_run
 from batchpilot.validate import schema_for_run

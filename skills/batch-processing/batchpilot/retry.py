@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Callable
 
 from batchpilot.errors import BatchpilotError
-from batchpilot.files import atomic_write
 from batchpilot.ledger import RunState
 from batchpilot.runs import journal
 from batchpilot.shards import custom_id_of
