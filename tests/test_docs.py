@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -28,7 +30,8 @@ README = ROOT / "README.md"
 SKILL_MD = SKILL_DIR / "SKILL.md"
 DOCS = [README, SKILL_MD, *sorted((SKILL_DIR / "references").glob("*.md"))]
 SPEC_KEYS = {"name", "description", "license", "compatibility", "metadata", "allowed-tools"}
-MACHINE_PATHS = ("/work/", "/tmp/tools")
+# Where this checkout and the machine's temp files live: no committed file may name them.
+MACHINE_PATHS = (str(ROOT.parent) + os.sep, tempfile.gettempdir() + os.sep)
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
 INLINE = re.compile(r"`([^`\n]+(?:\n[^`\n]+)?)`")  # a code span, possibly wrapped onto a second line
