@@ -5,7 +5,7 @@ Write tools, in a network namespace when the kernel allows one.
 Each scripted step fires only if the request Claude Code sent contains what the step expects, so the chain
 proves, in order: (a) the request advertises the skill with its description; (b) the SKILL.md body returned by
 the Skill tool has `${CLAUDE_SKILL_DIR}` resolved to this skill's real directory; (c) the agents-mode commands
-(prepare, fanout) run through the Bash tool and print the wave; (d) the whole wave goes out as ONE assistant
+(`run --mode agents`) runs through the Bash tool and prints the wave; (d) the whole wave goes out as ONE assistant
 message holding one Agent call per task (as SKILL.md tells the model to send it), Claude Code runs those calls
 as real subagents at the same time, each reads its prompt file and writes its output file, and all their
 results come back to the main conversation in one user turn; (e) collect and merge finish the job.
@@ -32,7 +32,7 @@ START = "E2E-START"
 IDS = ("cart-py", "jobs-py")
 OUTPUT = {"summary": "Reviewed by a scripted subagent.", "findings": []}
 SUBAGENT_STEPS = 3  # read the prompt file, write the output file, answer done(cid)
-WAVE_STEP = SUBAGENT_STEPS * len(IDS) + 3  # after the skill, prepare and fanout steps
+WAVE_STEP = SUBAGENT_STEPS * len(IDS) + 2  # after the skill step and the `run --mode agents` step
 
 
 def done(cid: str) -> str:
@@ -76,11 +76,10 @@ def scenario(run: Path) -> list[dict]:
         # (a) the skill is advertised with its description
         {"when": {"turn": "prompt", "last_user_contains": START, "contains": f"batch-processing: {description}"},
          "reply": {"tool_use": {"name": "Skill", "input": {"skill": "batch-processing:batch-processing"}}}, "once": True},
-        # (b) the body came back with the script path resolved; (c) run the agents-mode commands
-        main(tool, bash(f"{tool} prepare --template code-review --items 'src/*.py' --mode agents --run .batchpilot/runs/e2e")),
-        main('"command": "prepare"', bash(f"{tool} fanout .batchpilot/runs/e2e")),
-        # (d) the wave's tasks, exactly as fanout printed them, all in one message (step WAVE_STEP) ...
-        main('"command": "fanout"', {"text": "Starting wave 1.", "tool_uses": [agent(cid) for cid in IDS]}),
+        # (b) the body came back with the script path resolved; (c) run SKILL.md's agents-mode command
+        main(tool, bash(f"{tool} run --template code-review --items 'src/*.py' --mode agents --run .batchpilot/runs/e2e")),
+        # (d) the wave's tasks, exactly as run printed them, all in one message (step WAVE_STEP) ...
+        main('"command": "run"', {"text": "Starting wave 1.", "tool_uses": [agent(cid) for cid in IDS]}),
         # ... and every subagent's result back in one user turn
         main([done(cid) for cid in IDS], bash(f"{tool} collect .batchpilot/runs/e2e")),
         # (e) collect said all done: merge
@@ -93,6 +92,9 @@ def scenario(run: Path) -> list[dict]:
 
 def test_agents_mode_through_the_real_claude_code(tmp_path):
     claude = require_tool("claude")
+    skill_text = (SKILL_DIR / "SKILL.md").read_text()
+    for command in ("batchpilot run --template T --items SRC --mode agents", "batchpilot collect RUN", "batchpilot merge RUN"):
+        assert command in skill_text, f"the scripted model runs `{command}`, which SKILL.md must give"
     project = tmp_path / "project"
     (project / "src").mkdir(parents=True)
     for cid in IDS:
