@@ -267,3 +267,14 @@ def test_status_with_the_api_unreachable_is_an_error_not_stale_counts(bp, monkey
         assert "Error: cannot reach the API" in r.stderr and "Hint:" in r.stderr
     assert (run / "journal.jsonl").read_bytes() == before  # nothing recorded; the run resumes with --emulate
     assert bp("status", run, "--wait", "--emulate").code == 0
+
+
+def test_status_of_an_ended_run_answers_from_the_journal_without_the_api(bp):
+    run = prepare(bp, 3)
+    assert bp("status", run, "--wait", "--emulate").code == 1  # nothing submitted yet: an error with a hint
+    assert bp("submit", run, "--emulate").code == 0
+    assert bp("status", run, "--wait", "--emulate").code == 0
+    # No key, no --emulate, and the base URL is a closed port: the journal alone answers.
+    r = bp("status", run)
+    assert r.code == 0, r.stderr
+    assert r.receipt["ended"] is True and r.receipt["counts"]["succeeded"] == 3

@@ -113,11 +113,13 @@ def status(ctx: click.Context, run_dir: Path, emulate: bool, wait: bool) -> None
 
             raise BatchpilotError(f"{run_dir} has no batches yet", f"submit them: {next_command('submit', run_dir)}")
         snapshot = known_snapshot(state)
-        with batch_client(emulate, run_dir) as client:
-            if wait:
-                _api_errors(lambda: wait_and_fetch(client, run_dir, progress, emulate, fetch=False))
-            _api_errors(lambda: poll_once(client, run_dir, load_state(run_dir), Pacer(emulate), progress, snapshot,
-                                          give_up_after=1))
+        # When every batch has ended the journal knows the final counts: no client, no SDK import, no key needed.
+        if state.open_batches() or (wait and state.pending()):
+            with batch_client(emulate, run_dir) as client:
+                if wait:
+                    _api_errors(lambda: wait_and_fetch(client, run_dir, progress, emulate, fetch=False))
+                _api_errors(lambda: poll_once(client, run_dir, load_state(run_dir), Pacer(emulate), progress, snapshot,
+                                              give_up_after=1))
         state = load_state(run_dir)
     snapshot = _merge_snapshot(known_snapshot(state), snapshot)
     for batch_id, info in snapshot.batches.items():
