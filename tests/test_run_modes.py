@@ -77,3 +77,10 @@ def test_run_direct_with_nothing_listening_is_an_error_and_stays_resumable(bp, m
     assert r.code == 1 and "cannot reach the API" in r.stderr and "Hint:" in r.stderr
     again = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "direct", "--emulate", "--run", "job")
     assert again.code == 0 and again.receipt["counts"]["ok"] == 3
+
+
+def test_run_auto_with_emulate_rehearses_an_api_mode_even_for_a_handful(bp):
+    r = bp("run", "-t", "code-review", "-i", items(3), "--emulate", "--run", "job")
+    assert r.code == 0, r.stderr
+    assert r.receipt["mode"] == "batch" and r.receipt["counts"]["ok"] == 3
+    assert "--emulate rehearses the API modes" in r.stderr

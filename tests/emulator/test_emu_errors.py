@@ -37,6 +37,8 @@ CASES = [
     ("PUT", B, b"{}", 405, "invalid_request_error"),
     ("PATCH", B + "/x/results", None, 405, "invalid_request_error"),
     ("POST", "/_emulator/advance", b"[]", 400, "invalid_request_error"),
+    ("POST", "/_emulator/advance", b'{"seconds": 1e400}', 400, "invalid_request_error"),
+    ("POST", "/_emulator/advance", b'{"seconds": -5}', 400, "invalid_request_error"),
     ("GET", "/_emulator/nothing", None, 405, "invalid_request_error"),
     ("POST", "/_emulator/batches/nope/finish", None, 404, "not_found_error"),
 ]

@@ -117,8 +117,17 @@ def iter_jsonl(path: Path, tolerate_torn_tail: bool = True) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         return
-    with open(path, "r", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if not raw.endswith(b"\n") and tolerate_torn_tail:
+                    return  # a torn tail can split a multi-byte character
+                raise BatchpilotError(
+                    f"{path.name} line {number}: not UTF-8 text",
+                    f"the run directory was edited or damaged; restore {path.name} or start a new run",
+                ) from None
             if not line.endswith("\n") and tolerate_torn_tail:
                 try:
                     json.loads(line)

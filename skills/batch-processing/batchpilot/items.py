@@ -108,7 +108,7 @@ def _glob_base(pattern: str) -> str:
 def _list_files(src: str) -> list[str]:
     if any(ch in src for ch in GLOB_CHARS):
         # Anything that is not a directory is an item; one that cannot be read is skipped as unreadable.
-        matches = sorted(p for p in glob.glob(src, recursive=True) if not os.path.isdir(p))
+        matches = sorted(p for p in glob.glob(src, recursive=True) if os.path.lexists(p) and not os.path.isdir(p))
         if not matches:
             raise BatchpilotError(
                 f"no files match {src!r}",
@@ -159,8 +159,13 @@ def _iter_files(paths: list[str], base: str, max_bytes: int, skip: SkipFn) -> It
                        fields={"name": os.path.basename(path), "ext": os.path.splitext(path)[1].lstrip(".")})
 
 
-def _record_content(record: dict, content_field: str | None) -> str:
+def _record_content(record: dict, content_field: str | None, source: str = "") -> str:
     if content_field:
+        if content_field not in record:
+            raise BatchpilotError(
+                f"{source}: no field {content_field!r} for --content-field",
+                f"fields here: {', '.join(sorted(map(str, record))) or 'none'}; pass one of them",
+            )
         value = record.get(content_field)
     else:
         value = next((record[k] for k in ("content", "text", "body") if k in record), None)
@@ -228,7 +233,7 @@ def _iter_jsonl(path: str, content_field: str | None, max_bytes: int, skip: Skip
                         'wrap the value in an object, e.g. {"text": ...}',
                     )
                 cid = book.assign(record, number, "line", source)
-                content = _record_content(record, content_field)
+                content = _record_content(record, content_field, source)
                 if len(content.encode("utf-8")) > max_bytes:
                     skip(source, "oversized", f"{len(content)} characters")
                     continue
@@ -263,7 +268,7 @@ def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn
                     )
                 record = dict(zip(header, row))
                 cid = book.assign(record, number - 1, "row", source)
-                content = _record_content(record, content_field)
+                content = _record_content(record, content_field, source)
                 if len(content.encode("utf-8")) > max_bytes:
                     skip(source, "oversized", f"{len(content)} characters")
                     continue
@@ -340,3 +345,17 @@ def items_fingerprint_update(h: "hashlib._Hash", item: Item) -> None:
     h.update(b"\0")
     h.update(item.content.encode("utf-8"))
     h.update(b"\1")
+
+
+def describe_skipped(skipped: list) -> str:
+    """`2 binary, 1 empty skipped: a.bin (binary: contains NUL bytes), ...` for an error message."""
+    if not skipped:
+        return "none found"
+    counts: dict[str, int] = {}
+    for _, reason, _ in skipped:
+        counts[reason] = counts.get(reason, 0) + 1
+    head = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+    examples = "; ".join(f"{src} ({reason}: {detail})" for src, reason, detail in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return f"{head} skipped: {examples}{more}"
+

@@ -26,7 +26,7 @@ from batchpilot import crash
 from batchpilot.version import __version__
 from batchpilot.errors import BatchpilotError
 from batchpilot.files import append_jsonl, atomic_write_json, dumps, iter_jsonl, read_json
-from batchpilot.items import Item, items_fingerprint_update
+from batchpilot.items import Item, describe_skipped, items_fingerprint_update
 from batchpilot.requests import RequestBuilder
 
 FORMAT_VERSION = 1
@@ -90,12 +90,16 @@ def create_run(
     if run_dir.exists():
         return _reprepare(run_dir, items, skipped_log, settings)
     parent = run_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_partials(parent, run_dir.name)
     tmp = parent / f".{run_dir.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_partials(parent, run_dir.name)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise BatchpilotError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}",
+                              "pass a --run path in a writable directory (its parent must be a directory)") from None
     try:
         h = _inputs_digest(settings)
         count = 0
@@ -111,11 +115,8 @@ def create_run(
                 os.fsync(fh.fileno())
         skipped = Counter(reason for _, reason, _ in skipped_log)
         if count == 0:
-            counts = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none found"
-            raise BatchpilotError(
-                f"no items to process ({counts} skipped)",
-                "point --items at text files or records with content; skipped items are listed with their reason above",
-            )
+            raise BatchpilotError(f"no items to process ({describe_skipped(skipped_log)})",
+                                  "point --items at text files or records with content")
         append_jsonl(tmp / "skipped.jsonl", ({"source": s, "reason": r, "detail": d} for s, r, d in skipped_log))
         manifest = {
             "format_version": FORMAT_VERSION,

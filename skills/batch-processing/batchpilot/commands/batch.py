@@ -60,7 +60,7 @@ def _next_after_fetch(run_dir: Path) -> str:
 @click.option("--max-batch-requests", type=click.IntRange(min=1), default=None,
               help="Requests per batch (default: env BATCHPILOT_MAX_BATCH_REQUESTS, else 100000).")
 @click.option("--max-batch-bytes", type=click.IntRange(min=1024), default=None,
-              help="Body bytes per batch, before a 5%% headroom (default: env BATCHPILOT_MAX_BATCH_BYTES, else 256 MB).")
+              help="Body bytes per batch, before a 5% headroom (default: env BATCHPILOT_MAX_BATCH_BYTES, else 256 MB).")
 @click.pass_context
 def submit(ctx: click.Context, run_dir: Path, emulate: bool, max_batch_requests: int | None, max_batch_bytes: int | None) -> None:
     """Shard the run's requests into Message Batches and create them (each exactly once).

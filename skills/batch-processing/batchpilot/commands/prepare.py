@@ -78,7 +78,9 @@ def plan(ctx: click.Context, urgent: bool, needs_tools: bool, dependent: bool, c
     if tally.requests == 0:
         from batchpilot.errors import BatchpilotError
 
-        raise BatchpilotError(f"no items to process ({_skipped_summary(job.skipped) or 'none found'} skipped)",
+        from batchpilot.items import describe_skipped
+
+        raise BatchpilotError(f"no items to process ({describe_skipped(job.skipped)})",
                               "point --items at text files or records with content")
     source = "local estimate (characters / 4)"
     if count_tokens:

@@ -51,7 +51,7 @@ def run(ctx: click.Context, run_dir: Path | None, mode: str, urgent: bool, needs
 
     progress = Progress(quiet(ctx))
     if mode == "auto":
-        mode = _auto_mode(run_dir, urgent, needs_tools, kw, progress)
+        mode = _auto_mode(run_dir, urgent, needs_tools, emulate, kw, progress)
     job = open_job(mode=mode, **_job_kwargs(kw))
     target = run_dir or default_run_dir(job.template.name)
     progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
@@ -66,8 +66,11 @@ def run(ctx: click.Context, run_dir: Path | None, mode: str, urgent: bool, needs
           "resumed": prepared.unchanged, **summary})
 
 
-def _auto_mode(run_dir: Path | None, urgent: bool, needs_tools: bool, kw: dict, progress: Any) -> str:
-    """The mode plan recommends for this job (a resumed run keeps the mode it was prepared with)."""
+def _auto_mode(run_dir: Path | None, urgent: bool, needs_tools: bool, emulate: bool, kw: dict, progress: Any) -> str:
+    """The mode plan recommends for this job (a resumed run keeps the mode it was prepared with).
+
+    With --emulate the job is a rehearsal of the API, so the choice is among the API modes (batch, direct).
+    """
     from batchpilot.errors import BatchpilotError
     from batchpilot.job import open_job
     from batchpilot.plan import recommend
@@ -78,6 +81,9 @@ def _auto_mode(run_dir: Path | None, urgent: bool, needs_tools: bool, kw: dict, 
     job = open_job(mode="batch", **_job_kwargs(kw))
     count = sum(1 for _ in job.items())
     mode, why = recommend(count, needs_tools or job.template.needs_tools, urgent, False)
+    if emulate and mode in ("agents", "headless"):
+        mode, why = ("direct", "a rehearsal of the urgent path") if urgent else ("batch", "a rehearsal of the half-price path")
+        why = f"--emulate rehearses the API modes: {why} (plan recommends agents or headless for the real job)"
     if mode not in EXECUTORS:
         raise BatchpilotError(f"plan recommends {mode}: {why}", "process the items in order yourself, or pick a --mode")
     progress.stage(f"mode {mode}: {why}")

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from batchpilot.emulator.clock import iso
 from batchpilot.emulator.wire import ApiError, Request, Response, bad_request, not_found
 
+MAX_ADVANCE = 100 * 365 * 86_400.0
+
 if TYPE_CHECKING:
     from batchpilot.emulator.app import App
 
@@ -57,6 +59,8 @@ def handle(app: "App", request: Request) -> Response:
             seconds = float(json.loads(request.body or b"{}").get("seconds", 0))
         except (ValueError, AttributeError, TypeError):
             raise bad_request('advance: send {"seconds": <number>}') from None
+        if not 0 <= seconds <= MAX_ADVANCE:  # also rejects NaN and infinity: the clock must stay a real date
+            raise bad_request(f"advance: seconds must be between 0 and {MAX_ADVANCE:.0f} (100 years)")
         return Response.json({"now": iso(app.clock.advance(seconds))})
     if parts == ["reset"]:
         app.reset()

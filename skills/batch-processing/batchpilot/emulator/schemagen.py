@@ -13,6 +13,9 @@ import hashlib
 from typing import Any
 
 MAX_DEPTH = 12
+# A schema may ask for more than any answer could hold; the generator stops here instead of hanging.
+MAX_ITEMS = 1000
+MAX_STRING = 100_000
 WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "fjord", "gamma", "harbor", "iris", "juniper", "kestrel", "lumen")
 
 
@@ -100,6 +103,7 @@ def _array(schema: dict, key: str, root: dict, depth: int) -> list:
     count = max(low, len(prefix), 2 if high is None else min(2, int(high)))
     if high is not None:
         count = min(count, int(high))
+    count = min(count, MAX_ITEMS)
     items = schema.get("items", {})
     out: list = []
     for i in range(count):
@@ -136,7 +140,7 @@ def _string(schema: dict, key: str, root: dict, depth: int) -> str:
         text = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"
     else:
         text = f"{WORDS[n % len(WORDS)]} {WORDS[(n >> 8) % len(WORDS)]} {n % 1000}"
-    low = int(schema.get("minLength") or 0)
+    low = min(int(schema.get("minLength") or 0), MAX_STRING)
     high = schema.get("maxLength")
     if len(text) < low:
         text += "x" * (low - len(text))
