@@ -6,6 +6,7 @@ Everything is measured from the emulator's request log (the server's view), not 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,32 @@ def test_status_of_an_ended_run_answers_from_the_journal_without_the_api(bp):
     r = bp("status", run)
     assert r.code == 0, r.stderr
     assert r.receipt["ended"] is True and r.receipt["counts"]["succeeded"] == 3
+
+
+def test_rounds_stop_when_a_retry_round_makes_no_progress(bp, api):
+    from batchpilot.emulator.faults import FaultRule
+
+    emu = api(faults=[FaultRule("expired", 1.0, match="^item-0000[0-2]$")])  # these three expire every time
+    items = write_items(Path("items.jsonl"), 10)
+    r = bp("run", "--template", "code-review", "--items", items, "--mode", "batch", "--run", "job", "--max-rounds", "6")
+    assert r.code == 0, r.stderr
+    assert r.receipt["stopped"] == "round 2 made no progress", r.receipt
+    assert len(creates(log_lines(emu.log_file))) == 2  # round 1 and one retry round, not six
+    assert sorted(k for k, v in merged(Path("job")).items() if v != "ok") == ["item-00000", "item-00001", "item-00002"]
+
+
+def test_results_near_the_29_day_limit_are_warned_about(bp, api):
+    api()
+    run = prepare(bp, 3)
+    assert bp("submit", run).code == 0
+    assert bp("status", run, "--wait").code == 0  # ended, results not fetched yet
+    journal = run / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    old = (datetime.now(timezone.utc) - timedelta(days=26)).isoformat().replace("+00:00", "Z")
+    aged = [json.dumps({**json.loads(l), "created_at": old}) if '"batch_created"' in l else l for l in lines]
+    journal.write_text("\n".join(aged) + "\n")
+    r = bp("status", run)
+    assert r.code == 0
+    assert "Warning: batch" in r.stderr and "26 days ago" in r.stderr and "29 days" in r.stderr
+    assert "Warning" not in bp("fetch", run).stderr.split("recorded")[-1]  # fetched now: nothing left to warn about
+    assert "Warning" not in bp("status", run).stderr
