@@ -67,6 +67,7 @@ CASES = [
     ("unknown-variable-given", lambda: ["-t", "code-review", "-i", ok_file(), "--var", "colour=blue"], 1, "no variable 'colour'"),
     ("malformed-var", lambda: ["-t", "code-review", "-i", ok_file(), "--var", "novalue"], 1, "not NAME=VALUE"),
     ("unknown-model", lambda: ["-t", "code-review", "-i", ok_file(), "-m", "claude-imaginary-9"], 1, "unknown model 'claude-imaginary-9'"),
+    ("empty-model", lambda: ["-t", "code-review", "-i", ok_file(), "-m", " "], 1, "--model is empty"),
     ("price-in-alone", lambda: ["-t", "code-review", "-i", ok_file(), "-m", "x", "--price-in", "1"], 1, "go together"),
     ("max-tokens-above-model-limit", lambda: ["-t", "code-review", "-i", ok_file(), "-m", "claude-haiku-4-5", "--max-tokens", "100000"], 1, "above 64000"),
     ("negative-max-tokens", lambda: ["-t", "code-review", "-i", ok_file(), "--max-tokens", "-5"], 2, "-5"),
@@ -99,6 +100,7 @@ def test_plan_bad_input(bp, case_id, setup, code, needle):
         return
     assert r.code == code, (r.stdout, r.stderr)
     assert "Error: " in r.stderr and "Hint: " in r.stderr and "Traceback" not in r.stderr
+    assert needle in r.stderr, r.stderr
 
 
 def test_existing_directory_that_is_not_a_run_is_left_alone(bp):

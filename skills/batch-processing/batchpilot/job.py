@@ -83,6 +83,8 @@ def open_job(
     """Check the job's settings and return it; raises BatchpilotError for anything wrong."""
     template = load_template(template_ref)
     values = resolve_variables(template, variables or {})
+    if model is not None and not model.strip():
+        raise BatchpilotError("--model is empty", f"leave it out to use the template's model ({template.model})")
     model = model or template.model
     max_tokens = max_tokens if max_tokens is not None else template.max_tokens
     if (price_in is None) != (price_out is None):
@@ -91,7 +93,7 @@ def open_job(
     if prices is None and require_price:
         raise BatchpilotError(
             f"unknown model {model!r}: no price, so its cost cannot be bounded",
-            f"use a known model ({', '.join(sorted(MODELS)[:4])}, ...; see `batchpilot plan --help`) "
+            f"use a known model ({', '.join(sorted(MODELS))}) "
             "or give --price-in and --price-out in USD per million tokens",
         )
     known = find_model(model)
