@@ -31,9 +31,9 @@ def creates(log: list[dict]) -> list[dict]:
 
 @pytest.fixture
 def api(emulator, monkeypatch, tmp_path):
-    """Start an emulator with these config fields; point the CLI at it (dummy key, fast polling)."""
-    def start(**config):
-        config.setdefault("log_path", str(tmp_path / "emulator.log"))
+    """Start an emulator with these config fields (its log named `name`); point the CLI at it (dummy key, fast polling)."""
+    def start(name: str = "emulator", **config):
+        config.setdefault("log_path", str(tmp_path / f"{name}.log"))
         emu = emulator(**config)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")

@@ -12,24 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from test_batch_cli import FAST, creates, log_lines, write_items
+from test_batch_cli import api, creates, log_lines, write_items  # noqa: F401  (api is a fixture)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "skills" / "batch-processing" / "templates"
-
-
-@pytest.fixture
-def api(emulator, monkeypatch, tmp_path):
-    """Start an emulator (a fresh one per phase, each with its own log); point the CLI at it."""
-    def start(name: str = "emulator", **config):
-        config.setdefault("log_path", str(tmp_path / f"{name}.log"))
-        emu = emulator(**config)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-        for k, v in FAST.items():
-            monkeypatch.setenv(k, v)
-        emu.log_file = Path(config["log_path"])
-        return emu
-    return start
 
 
 def records(path: Path) -> list[dict]:

@@ -36,6 +36,7 @@ from typing import Any, Iterator
 from batchpilot import crash
 from batchpilot.errors import BatchpilotError
 from batchpilot.runs import iter_journal, journal
+from batchpilot.shards import Shard
 
 
 def record(run_dir: Path, event: str, **fields: Any) -> None:
@@ -45,14 +46,10 @@ def record(run_dir: Path, event: str, **fields: Any) -> None:
 
 
 @dataclass
-class ShardState:
-    round: int
-    shard: int
-    start: int
-    end: int
-    requests: int
-    bytes: int
-    sha256: str
+class ShardState(Shard):
+    """A planned shard (`shards.Shard`) and what the journal says happened to it."""
+
+    round: int = 0
     intents: list[dict] = field(default_factory=list)
     batch_id: str | None = None
     rejected: dict | None = None
@@ -130,7 +127,7 @@ def load_state(run_dir: Path) -> RunState:
     for ev in iter_journal(run_dir):
         kind = ev.get("event")
         if kind == "round_planned":
-            shards = [ShardState(ev["round"], **s) for s in ev["shards"]]
+            shards = [ShardState(round=ev["round"], **s) for s in ev["shards"]]
             state.rounds[ev["round"]] = RoundState(ev["round"], ev["source"], ev["requests"], shards,
                                                    ev.get("ok_before", 0), ev.get("selected") or {})
         elif kind == "submit_intent":
