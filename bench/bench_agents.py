@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT / "skills" / "batch-processing"))
 
 from click.testing import CliRunner  # noqa: E402
 
-from batchpilot.agents import fanout_run  # noqa: E402
-from batchpilot.cli import format_receipt  # noqa: E402
-from batchpilot.cli import cli  # noqa: E402
-from batchpilot.prompts import REPLY_DONE  # noqa: E402
+from batchpilot.executors.agents import fanout_run  # noqa: E402
+from batchpilot.cli.main import format_receipt  # noqa: E402
+from batchpilot.cli.main import cli  # noqa: E402
+from batchpilot.executors.prompts import REPLY_DONE  # noqa: E402
 
 SIZES = (200, 2_000, 20_000)
 ANSWER = {"summary": "Two problems: an unchecked index and a swallowed exception.", "findings": [

@@ -58,7 +58,7 @@ _done(started)
 
 STREAM_SUBMIT_SIDE = r"""
 import anthropic
-from batchpilot.cli import cli
+from batchpilot.cli.main import cli
 started = time.perf_counter()
 try:
     cli.main(["-q", "submit", sys.argv[1]])
@@ -176,7 +176,7 @@ def main() -> None:
     opts = parser.parse_args()
     n = opts.requests or (20_000 if opts.quick else 100_000)
 
-    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.http.server import Emulator
 
     from batchpilot.emulator.config import EmulatorConfig
 

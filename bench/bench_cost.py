@@ -69,7 +69,7 @@ def bp(*args: str, cwd: Path) -> dict:
 
 def make_template(work: Path) -> Path:
     """A copy of the bundled code-review template whose system.md carries the long checklist."""
-    from batchpilot.templates import TEMPLATES_DIR
+    from batchpilot.prepare.templates import TEMPLATES_DIR
 
     target = work / "code-review-long"
     shutil.copytree(TEMPLATES_DIR / "code-review", target)
@@ -124,8 +124,8 @@ def strip_cache_control(run: Path) -> int:
 
 def own_sum(run: Path) -> dict:
     """Usage and cost summed over results.jsonl's succeeded records, with models.cost_usd and the run's prices."""
-    from batchpilot.models import cost_usd
-    from batchpilot.summary import run_prices
+    from batchpilot.core.models import cost_usd
+    from batchpilot.results.summary import run_prices
 
     prices = run_prices(json.loads((run / "run.json").read_text()))
     keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
@@ -182,7 +182,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=None, help="number of items (overrides --quick)")
     args = parser.parse_args()
     n = args.items or (200 if args.quick else 1000)
-    from batchpilot.tokens import estimate_text
+    from batchpilot.core.tokens import estimate_text
 
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         work = Path(tmp)

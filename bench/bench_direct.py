@@ -11,7 +11,7 @@ Each executor gets its own emulator process (`python -m batchpilot emulate --rpm
 whose request bucket is emptied first: a token bucket starts full (one minute's burst), which would hide
 how a client behaves at the limit, and a job that runs right after another one starts empty anyway.
 
-* direct: `batchpilot.direct.run_direct` (client-side buckets, headers, retry-after, SDK retries off);
+* direct: `batchpilot.executors.direct.executor.run_direct` (client-side buckets, headers, retry-after, SDK retries off);
 * naive: `asyncio.gather` over an `asyncio.Semaphore(32)` with the SDK's default retries (2, honouring
   retry-after); an item whose retries run out is a failure.
 
@@ -102,7 +102,7 @@ def prepare(workdir: Path, items: int) -> Path:
 def run_ours(run: Path, url: str) -> dict:
     import anthropic
 
-    from batchpilot.direct import run_direct
+    from batchpilot.executors.direct.executor import run_direct
 
     client = anthropic.AsyncAnthropic(base_url=url, api_key="bench", max_retries=0)
     receipt = run_direct(run, client, concurrency=CONCURRENCY)

@@ -40,7 +40,7 @@ TARGET_RECORDS_PER_SECOND = 20_000
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from batchpilot.merge import merge_run
+from batchpilot.results.merge import merge_run
 # Baseline: the least any merge must do, read every line and parse it as JSON (nothing kept).
 started = time.perf_counter()
 with open(Path(sys.argv[1]) / "results.jsonl", "rb") as fh:
@@ -65,8 +65,8 @@ SEVERITIES = ["critical", "high", "medium", "low", "info"]
 def build_run(base: Path, n: int, seed: int = 1) -> Path:
     """A run directory of `n` items and shuffled results; returns its path."""
     sys.path.insert(0, str(SKILL))
-    from batchpilot.job import open_job
-    from batchpilot.runs import create_run
+    from batchpilot.prepare.job import open_job
+    from batchpilot.rundir.create import create_run
 
     seed_items = base / "seed.jsonl"
     seed_items.write_text(json.dumps({"id": "item-0000000", "text": "x = 1\n"}) + "\n")

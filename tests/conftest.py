@@ -60,7 +60,7 @@ class Result:
 
 
 def run_cli(*args: str, input: str | None = None) -> Result:
-    from batchpilot.cli import cli
+    from batchpilot.cli.main import cli
 
     runner = CliRunner()
     result = runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
@@ -74,7 +74,7 @@ def bp():
 
 @pytest.fixture
 def emulator():
-    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.http.server import Emulator
     from batchpilot.emulator.config import EmulatorConfig
 
     started = []

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.agents import collect_run, fanout_run, output_path, read_output
-from batchpilot.cli import format_receipt
-from batchpilot.errors import BatchpilotError
-from batchpilot.merge import merge_run
-from batchpilot.prompts import REPLY_DONE, RETRY_MARK
+from batchpilot.executors.agents import collect_run, fanout_run, output_path, read_output
+from batchpilot.cli.main import format_receipt
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.results.merge import merge_run
+from batchpilot.executors.prompts import REPLY_DONE, RETRY_MARK
 from conftest import SAMPLES
 
 SCHEMA = {

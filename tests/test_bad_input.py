@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.templates import TEMPLATES_DIR
+from batchpilot.prepare.templates import TEMPLATES_DIR
 
 
 def bad_template(edit):

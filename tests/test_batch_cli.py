@@ -84,7 +84,7 @@ def test_submit_status_fetch_merge_one_create_per_shard(bp, api, monkeypatch):
 
 
 def test_faults_end_ok_after_retry_rounds(bp, api, monkeypatch):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = api(faults=[FaultRule("overloaded", 0.03), FaultRule("expired", 0.02)], seed=3)
     items = write_items(Path("items.jsonl"), 300)
@@ -103,7 +103,7 @@ def test_faults_end_ok_after_retry_rounds(bp, api, monkeypatch):
 
 
 def test_billing_errors_stop_the_job_after_one_round(bp, api):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     message = "Your credit balance is too low to access the Anthropic API."
     emu = api(faults=[FaultRule("billing", 1.0)])
@@ -120,7 +120,7 @@ def test_billing_errors_stop_the_job_after_one_round(bp, api):
 
 
 def test_cut_download_completes_with_each_result_once(bp, api):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = api(faults=[FaultRule("drop_results", 1.0, times=1)])
     run = prepare(bp, 40)
@@ -163,8 +163,8 @@ def test_404_right_after_create_is_transient(bp, api):
 
 def test_unanswered_create_is_reconciled_not_repeated(bp, api, monkeypatch):
     """An intent journaled without its batch id (the process died after sending) adopts the batch it made."""
-    from batchpilot.ledger import load_state, record
-    from batchpilot.submit import ensure_first_round
+    from batchpilot.executors.batch.state import load_state, record
+    from batchpilot.executors.batch.submit import ensure_first_round
 
     import anthropic
 
@@ -174,7 +174,7 @@ def test_unanswered_create_is_reconciled_not_repeated(bp, api, monkeypatch):
     shard = load_state(run).rounds[1].shards[0]
     record(run, "submit_intent", round=1, shard=1, attempt=1, requests=6, bytes=shard.bytes, sha256=shard.sha256)
     client = anthropic.Anthropic(base_url=emu.base_url, api_key="k")
-    body = b"".join(__import__("batchpilot.shards", fromlist=["x"]).ShardBody(run / "requests.jsonl", shard))
+    body = b"".join(__import__("batchpilot.executors.batch.shards", fromlist=["x"]).ShardBody(run / "requests.jsonl", shard))
     made = client.post("/v1/messages/batches", cast_to=anthropic.types.messages.MessageBatch, content=body)
     r = bp("submit", run)
     assert r.code == 0, r.stderr
@@ -183,9 +183,9 @@ def test_unanswered_create_is_reconciled_not_repeated(bp, api, monkeypatch):
 
 
 def test_two_candidates_stop_with_their_names(bp, api):
-    from batchpilot.ledger import load_state, record
-    from batchpilot.shards import ShardBody
-    from batchpilot.submit import ensure_first_round
+    from batchpilot.executors.batch.state import load_state, record
+    from batchpilot.executors.batch.shards import ShardBody
+    from batchpilot.executors.batch.submit import ensure_first_round
 
     import anthropic
 
@@ -282,7 +282,7 @@ def test_status_of_an_ended_run_answers_from_the_journal_without_the_api(bp):
 
 
 def test_rounds_stop_when_a_retry_round_makes_no_progress(bp, api):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = api(faults=[FaultRule("expired", 1.0, match="^item-0000[0-2]$")])  # these three expire every time
     items = write_items(Path("items.jsonl"), 10)

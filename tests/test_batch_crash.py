@@ -50,9 +50,9 @@ def until_ok(cwd: Path, env: dict, args: tuple[str, ...], crash: str | None) -> 
 
 
 def scenario(root: Path, name: str, mode: str, target: str | None, crash: str | None) -> dict:
-    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.http.server import Emulator
     from batchpilot.emulator.config import EmulatorConfig
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     cwd = root / name
     cwd.mkdir()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.errors import BatchpilotError
-from batchpilot.shards import ShardBody, iter_shard_ids, limits, plan_shards
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.executors.batch.shards import ShardBody, iter_shard_ids, limits, plan_shards
 
 
 def write_requests(path: Path, n: int, pad=lambda i: "x" * (i % 13)) -> Path:
@@ -43,7 +43,7 @@ def test_shards_respect_both_limits_and_bodies_are_exact(tmp_path, n, max_reques
 
 @pytest.mark.parametrize("block", [7, 64, 1 << 20])
 def test_shard_ids_scan_across_block_edges(tmp_path, monkeypatch, block):
-    import batchpilot.shards as shards
+    import batchpilot.executors.batch.shards as shards
 
     monkeypatch.setattr(shards, "ID_SCAN_BLOCK", block)
     path = write_requests(tmp_path / "r.jsonl", 60)
@@ -101,7 +101,7 @@ def result_line(cid: str, kind: str, attempt: int, etype: str | None = None, mes
 
 
 def test_classify_latest_outcome_wins(tmp_path):
-    from batchpilot.retry import DEFAULT_SELECTION, classify, parse_only
+    from batchpilot.results.selection import DEFAULT_SELECTION, classify, parse_only
 
     run = run_with(tmp_path, 8)
     lines = [result_line("r-0", "succeeded", 1), result_line("r-1", "errored", 1, "overloaded_error"),
@@ -120,8 +120,8 @@ def test_classify_latest_outcome_wins(tmp_path):
 
 
 def test_account_failure_detection():
-    from batchpilot.ledger import BatchState, RunState
-    from batchpilot.retry import account_failure
+    from batchpilot.executors.batch.state import BatchState, RunState
+    from batchpilot.results.selection import account_failure
 
     def state(errors, messages, lines):
         s = RunState()
@@ -139,7 +139,7 @@ def test_account_failure_detection():
 
 
 def test_ledger_marks_an_unanswered_intent_unknown(tmp_path):
-    from batchpilot.ledger import load_state, record
+    from batchpilot.executors.batch.state import load_state, record
 
     run = run_with(tmp_path, 3)
     (run / "journal.jsonl").write_text("")
@@ -157,7 +157,7 @@ def test_ledger_marks_an_unanswered_intent_unknown(tmp_path):
 
 
 def test_crash_hook_is_inert_without_the_variable(monkeypatch):
-    from batchpilot import crash
+    from batchpilot.core import crash
 
     monkeypatch.delenv(crash.CRASH_ENV, raising=False)
     crash.point("after-create-before-journal")
@@ -168,7 +168,7 @@ def test_crash_hook_is_inert_without_the_variable(monkeypatch):
 def test_emulator_state_survives_a_restart(tmp_path):
     import anthropic
 
-    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.http.server import Emulator
 
     from batchpilot.emulator.config import EmulatorConfig
 

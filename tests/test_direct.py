@@ -10,9 +10,9 @@ import anthropic
 import pytest
 from test_direct_support import Tap, drain, log_time, make_run, read_log, utilisation
 
-from batchpilot.direct import Failure, Limits, classify, run_direct, sendable, worst_case_cost
-from batchpilot.emulator.faults import FaultRule
-from batchpilot.models import Prices
+from batchpilot.executors.direct.executor import Failure, Limits, classify, run_direct, sendable, worst_case_cost
+from batchpilot.emulator.behaviour.faults import FaultRule
+from batchpilot.core.models import Prices
 
 DRAIN_BODY = {"model": "claude-haiku-4-5", "max_tokens": 4, "messages": [{"role": "user", "content": "drain"}]}
 
@@ -127,7 +127,7 @@ def test_429s_wait_for_retry_after_go_first_and_do_not_use_up_attempts(bp, emula
 def test_permanent_errors_are_recorded_once_and_not_retried(bp, emulator, tmp_path):
     scenario = [{"when": {"last_user_contains": "item-0003"},
                  "reply": {"error": {"status": 400, "type": "invalid_request_error", "message": "bad item"}}}]
-    from batchpilot.emulator.scenario import Step
+    from batchpilot.emulator.behaviour.scenario import Step
 
     emu = emulator(scenario=[Step(**s) for s in scenario])
     tap = Tap(emu)
@@ -162,7 +162,7 @@ def test_max_cost_stops_before_the_budget_is_exceeded(bp, emulator, tmp_path):
     manifest = json.loads((run / "run.json").read_text())
     prices = Prices(manifest["prices"]["input_per_mtok"], manifest["prices"]["output_per_mtok"])
     params = json.loads((run / "requests.jsonl").read_text().splitlines()[0])["params"]
-    from batchpilot.tokens import estimate_input_tokens
+    from batchpilot.core.tokens import estimate_input_tokens
 
     worst = worst_case_cost(params, estimate_input_tokens(params), prices)
     budget = worst * 10.5
@@ -177,7 +177,7 @@ def test_worst_case_cost_counts_a_one_hour_cache_write_at_twice_the_input_price(
     params = {"model": "m", "max_tokens": 1000,
               "system": [{"type": "text", "text": "s" * 4000, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
               "messages": [{"role": "user", "content": "u" * 400}]}
-    from batchpilot.tokens import estimate_input_tokens
+    from batchpilot.core.tokens import estimate_input_tokens
 
     total = estimate_input_tokens(params)
     prefix = 1000

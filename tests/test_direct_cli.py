@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.emulator.scenario import Step
+from batchpilot.emulator.behaviour.scenario import Step
 from test_direct_support import Tap, make_run
 
 
@@ -24,7 +24,7 @@ def results(run: Path) -> list[dict]:
 
 def succeeded_ids(run: Path) -> set[str]:
     """What the executor reported written: complete lines only (a torn tail line was never acknowledged)."""
-    from batchpilot.files import iter_jsonl
+    from batchpilot.core.files import iter_jsonl
 
     return {r["custom_id"] for r in iter_jsonl(run / "results.jsonl") if r["result"]["type"] == "succeeded"}
 

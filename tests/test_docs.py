@@ -76,7 +76,7 @@ MENTIONS = mentions()
 
 def resolve(name: str, sub: str | None) -> tuple[list[str], click.Command]:
     """The argv prefix and the click command that a mention names."""
-    from batchpilot.cli import COMMANDS, cli
+    from batchpilot.cli.main import COMMANDS, cli
 
     assert name in COMMANDS, f"`batchpilot {name}` is not a command; the commands are {sorted(COMMANDS)}"
     ctx = click.Context(cli)
@@ -108,7 +108,7 @@ def test_every_documented_command_exists_with_its_flags(doc, name, sub, flags, b
 
 
 def test_every_command_has_working_help(bp):
-    from batchpilot.cli import COMMANDS
+    from batchpilot.cli.main import COMMANDS
 
     shown = bp("--help")
     assert shown.code == 0

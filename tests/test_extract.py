@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.extract import extract_output, find_json_objects
-from batchpilot.validate import OutputValidator, compile_fast, json_path
+from batchpilot.results.extract import extract_output, find_json_objects
+from batchpilot.results.validate import OutputValidator, compile_fast, json_path
 
 TEMPLATE = Path(__file__).parent / "merge_cases" / "template"
 SCHEMA = json.loads((TEMPLATE / "schema.json").read_text())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.headless import Call, interpret
-from batchpilot.merge import merge_run
+from batchpilot.executors.headless import Call, interpret
+from batchpilot.results.merge import merge_run
 from conftest import require_tool
 from test_agents import VALID, make_template, prepare
 

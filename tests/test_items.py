@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from batchpilot.errors import BatchpilotError
-from batchpilot.items import CUSTOM_ID_RE, derive_id, file_ids, load_items
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.prepare.items import CUSTOM_ID_RE, derive_id, file_ids, load_items
 
 
 def collect(src, **kw):
@@ -150,7 +150,7 @@ def test_very_long_paths_are_shortened_with_a_hash():
 
 
 def test_append_after_a_torn_last_line_cuts_the_torn_tail(tmp_path):
-    from batchpilot.files import append_jsonl, iter_jsonl
+    from batchpilot.core.files import append_jsonl, iter_jsonl
 
     path = tmp_path / "results.jsonl"
     append_jsonl(path, [{"n": 1}])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.files import append_jsonl, iter_jsonl
-from batchpilot.merge import STATUSES, merge_run
+from batchpilot.core.files import append_jsonl, iter_jsonl
+from batchpilot.results.merge import STATUSES, merge_run
 
 CASES_FILE = Path(__file__).parent / "merge_cases" / "cases.json"
 TEMPLATE = Path(__file__).parent / "merge_cases" / "template"
@@ -57,8 +57,8 @@ def template_dir(base: Path, style: str) -> Path:
 
 def prepare_run(base: Path, style: str, ids: list[str], name: str | None = None, mode: str = "batch") -> Path:
     """A real run directory for `ids`, made by prepare's own code path."""
-    from batchpilot.job import open_job
-    from batchpilot.runs import create_run
+    from batchpilot.prepare.job import open_job
+    from batchpilot.rundir.create import create_run
 
     items = base / f"items-{name or style}.jsonl"
     with open(items, "w", encoding="utf-8") as fh:
@@ -266,7 +266,7 @@ def test_merge_cli_receipt_and_next(bp, tmp_path):
     assert receipt["counts"] == {"ok": 1, "invalid": 0, "errored": 0, "expired": 0, "canceled": 0, "missing": 1}
     assert receipt["unknown_results"] == 1
     assert Path(receipt["files"]["merged.csv"]).exists()
-    from batchpilot.cli import COMMANDS
+    from batchpilot.cli.main import COMMANDS
 
     expected = "retry" if "retry" in COMMANDS else "report"
     assert receipt["next"] == f"batchpilot {expected} {run}"
@@ -342,8 +342,8 @@ def test_merge_is_idempotent_and_rerunnable(tmp_path):
 
 
 def test_merge_and_report_do_not_import_the_sdk():
-    code = ("import sys; from batchpilot.commands import merge; import batchpilot.merge, batchpilot.report, "
-            "batchpilot.report_html, batchpilot.exports, batchpilot.validate, batchpilot.extract; "
+    code = ("import sys; from batchpilot.cli import merge; import batchpilot.results.merge, batchpilot.report.markdown, "
+            "batchpilot.report.html, batchpilot.report.exports, batchpilot.results.validate, batchpilot.results.extract; "
             "print('anthropic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

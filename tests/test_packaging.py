@@ -219,7 +219,7 @@ def test_the_skill_survives_playbooks_dropping_underscore_files():
         if "__pycache__" in path.parts or not path.is_file() or not PLAYBOOKS_DROPS.match(path.name):
             continue
         if path.name == "__main__.py":
-            continue  # only `python -m batchpilot` needs it; the shim imports batchpilot.cli
+            continue  # only `python -m batchpilot` needs it; the shim imports batchpilot.cli.main
         if path.suffix != ".py":
             holding_code.append(path.relative_to(SKILL_DIR).as_posix())
             continue
@@ -267,5 +267,5 @@ def test_playbooks_installed_skill_runs_its_own_package_beside_another_install(p
                             timeout=120)
     errors = "\n".join(line for line in traced.stderr.splitlines() if not line.startswith(("#", "import ")))
     assert traced.returncode == 0, errors[-3000:]
-    assert str(got["installed"].resolve() / "batchpilot" / "cli.py") in traced.stderr
-    assert str(SKILL_DIR / "batchpilot" / "cli.py") not in traced.stderr
+    assert str(got["installed"].resolve() / "batchpilot" / "cli" / "main.py") in traced.stderr
+    assert str(SKILL_DIR / "batchpilot" / "cli" / "main.py") not in traced.stderr

@@ -1,11 +1,11 @@
-"""The direct executor's client-side buckets (batchpilot.ratelimit): reservation, refund, header learning,
+"""The direct executor's client-side buckets (batchpilot.executors.direct.limiter): reservation, refund, header learning,
 429 pauses. Pure: a fake clock, no network."""
 
 from __future__ import annotations
 
 import pytest
 
-from batchpilot.ratelimit import Limiter, header_limits, parse_retry_after
+from batchpilot.executors.direct.limiter import Limiter, header_limits, parse_retry_after
 
 
 class Clock:

@@ -41,7 +41,7 @@ def answer_text(run: Path, custom_id: str) -> str:
 
 
 def test_batch_repair_rounds_fix_only_the_invalid_items(bp, api, tmp_path):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     broken = [FaultRule("invalid_json", match="^item-0000[12]$"), FaultRule("truncate", match="^item-00003$")]
     stubborn = FaultRule("invalid_json", match="^item-00004$")
@@ -105,7 +105,7 @@ def test_batch_repair_rounds_fix_only_the_invalid_items(bp, api, tmp_path):
 
 
 def test_retry_defaults_include_invalid_and_parse_only_accepts_it(tmp_path):
-    from batchpilot.retry import DEFAULT_SELECTION, RETRY_DEFAULT, parse_only
+    from batchpilot.results.selection import DEFAULT_SELECTION, RETRY_DEFAULT, parse_only
 
     assert parse_only(None) == RETRY_DEFAULT == DEFAULT_SELECTION | {"invalid"}
     assert parse_only("invalid") == {"invalid"}
@@ -114,7 +114,7 @@ def test_retry_defaults_include_invalid_and_parse_only_accepts_it(tmp_path):
 
 @pytest.mark.parametrize("style", ["json_schema", "tool"])
 def test_direct_repair_round(bp, api, tmp_path, style):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     # For a Messages request the fault's pattern is searched in the last user turn: the item's content. The
     # follow-up's last turn is the validator's message, so the repair is answered cleanly.
@@ -175,8 +175,8 @@ ORIGINAL = {"model": "claude-sonnet-5", "max_tokens": 1000, "system": [{"type": 
 
 
 def judged(answer: dict, style: str) -> dict:
-    from batchpilot.statuses import judge_success
-    from batchpilot.validate import OutputValidator
+    from batchpilot.results.judge import judge_success
+    from batchpilot.results.validate import OutputValidator
 
     output, error = judge_success({"result": {"type": "succeeded", "message": answer}}, style, OutputValidator(SCHEMA))
     assert output is None
@@ -184,7 +184,7 @@ def judged(answer: dict, style: str) -> dict:
 
 
 def test_follow_up_json_schema_style():
-    from batchpilot.repair import repair_params
+    from batchpilot.results.repair import repair_params
 
     params = {**ORIGINAL, "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}}
     text = json.dumps({"summary": "ok", "findings": [FINDING]})
@@ -202,7 +202,7 @@ def test_follow_up_json_schema_style():
 
 
 def test_follow_up_tool_style_answers_every_tool_use_with_an_error_result():
-    from batchpilot.repair import repair_params
+    from batchpilot.results.repair import repair_params
 
     params = {**ORIGINAL, "tools": [{"name": "emit_result", "input_schema": SCHEMA}],
               "tool_choice": {"type": "tool", "name": "emit_result"}}
@@ -230,7 +230,7 @@ def test_follow_up_tool_style_answers_every_tool_use_with_an_error_result():
 
 
 def test_follow_up_prompt_style_and_the_answers_feedback_cannot_fix():
-    from batchpilot.repair import repair_params
+    from batchpilot.results.repair import repair_params
 
     answer = {"content": [{"type": "text", "text": "Sure! The review: looks fine."}], "stop_reason": "end_turn"}
     error = judged(answer, "prompt")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.files import append_jsonl
-from batchpilot.report import write_report
+from batchpilot.core.files import append_jsonl
+from batchpilot.report.markdown import write_report
 
 try:  # run from the repository root or from tests/
     from tests.test_merge import VALID, prepare_run

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.items import load_items
-from batchpilot.requests import TOOL_NAME, RequestBuilder
-from batchpilot.templates import TEMPLATES_DIR, bundled_names, load_template, resolve_variables
+from batchpilot.prepare.items import load_items
+from batchpilot.prepare.build import TOOL_NAME, RequestBuilder
+from batchpilot.prepare.templates import TEMPLATES_DIR, bundled_names, load_template, resolve_variables
 
 GOLDEN = Path(__file__).parent / "golden"
 STYLES = ("json_schema", "tool", "prompt")

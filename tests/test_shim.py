@@ -135,8 +135,8 @@ def test_shim_runs_from_a_path_with_spaces_and_uses_its_own_package(tmp_path):
     # The copy runs its own package, not the one installed in the test environment.
     traced, _ = run([sys.executable, "-v", shim, "--help"], cwd=tmp_path)
     assert traced.returncode == 0
-    assert str(skill / "batchpilot" / "cli.py") in traced.stderr
-    assert str(SKILL_DIR / "batchpilot" / "cli.py") not in traced.stderr
+    assert str(skill / "batchpilot" / "cli" / "main.py") in traced.stderr
+    assert str(SKILL_DIR / "batchpilot" / "cli" / "main.py") not in traced.stderr
 
 
 # --- a Python without the dependencies ---------------------------------------------------------------------------

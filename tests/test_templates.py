@@ -19,11 +19,11 @@ import anthropic
 import jsonschema
 import pytest
 
-from batchpilot.errors import BatchpilotError
-from batchpilot.items import load_items
-from batchpilot.models import find_model
-from batchpilot.requests import RequestBuilder
-from batchpilot.templates import (TEMPLATES_DIR, api_schema_problems, bind_variables, bundled_names, load_template,
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.prepare.items import load_items
+from batchpilot.core.models import find_model
+from batchpilot.prepare.build import RequestBuilder
+from batchpilot.prepare.templates import (TEMPLATES_DIR, api_schema_problems, bind_variables, bundled_names, load_template,
                                   resolve_variables)
 
 GOLDEN = Path(__file__).parent / "golden"

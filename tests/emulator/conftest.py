@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 from emulator.emu_helpers import assert_no_internal_errors
 
-from batchpilot.emulator.server import Emulator
+from batchpilot.emulator.http.server import Emulator
 
 from batchpilot.emulator.config import EmulatorConfig
 

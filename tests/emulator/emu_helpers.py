@@ -7,7 +7,7 @@ import json
 from typing import Any
 from urllib.parse import urlparse
 
-from batchpilot.emulator.server import Emulator
+from batchpilot.emulator.http.server import Emulator
 
 HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 MODEL = "claude-haiku-4-5"

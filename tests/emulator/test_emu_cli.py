@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-from batchpilot.cli import cli
+from batchpilot.cli.main import cli
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -44,7 +44,7 @@ def test_emulate_rejects_bad_options_with_error_and_hint(tmp_path):
 
 def test_emulate_help_and_no_sdk_import():
     assert CliRunner().invoke(cli, ["emulate", "--help"]).exit_code == 0
-    code = ("import sys; import batchpilot.commands.emulate, batchpilot.emulator; "
-            "from batchpilot.emulator.server import Emulator; Emulator().start().stop(); "
+    code = ("import sys; import batchpilot.cli.emulate, batchpilot.emulator; "
+            "from batchpilot.emulator.http.server import Emulator; Emulator().start().stop(); "
             "assert 'anthropic' not in sys.modules, 'the emulator imported the SDK'")
     subprocess.run([sys.executable, "-c", code], check=True)

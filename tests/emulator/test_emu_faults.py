@@ -10,7 +10,7 @@ import anthropic
 import pytest
 from emulator.emu_helpers import admin, params, raw
 
-from batchpilot.emulator.faults import FaultRule
+from batchpilot.emulator.behaviour.faults import FaultRule
 
 
 def run_batch(emu, n: int, prefix: str = "item") -> list[dict]:
@@ -105,7 +105,7 @@ def test_fault_specs_parse_and_reject_nonsense():
 @pytest.mark.parametrize("kind, status, error_type", [("billing", 402, "billing_error"),
                                                       ("low_credit", 400, "invalid_request_error")])
 def test_credit_faults_carry_the_apis_low_credit_message(make_emulator, kind, status, error_type):
-    from batchpilot.emulator.faults import LOW_CREDIT_MESSAGE
+    from batchpilot.emulator.behaviour.faults import LOW_CREDIT_MESSAGE
 
     emu = make_emulator(faults=[FaultRule(kind=kind, match="-1$")])
     lines = {l["custom_id"]: l["result"] for l in run_batch(emu, 3)}

@@ -9,10 +9,10 @@ import jsonschema
 import pytest
 from emulator.emu_helpers import MODEL, params, raw
 
-from batchpilot.emulator.scenario import Step
-from batchpilot.emulator.cache import PromptCache
-from batchpilot.emulator.schemagen import example
-from batchpilot.tokens import estimate_input_tokens
+from batchpilot.emulator.behaviour.scenario import Step
+from batchpilot.emulator.state.cache import PromptCache
+from batchpilot.emulator.behaviour.schemagen import example
+from batchpilot.core.tokens import estimate_input_tokens
 
 SCHEMAS = [
     {"type": "object", "properties": {"a": {"type": "string", "minLength": 30, "maxLength": 40}}, "required": ["a"]},
@@ -149,7 +149,7 @@ def test_scenario_reply_with_several_tool_calls_and_negative_conditions(make_emu
 
 
 def test_scenario_file_format_is_validated():
-    from batchpilot.emulator.scenario import load_steps
+    from batchpilot.emulator.behaviour.scenario import load_steps
 
     assert len(load_steps({"steps": [{"when": {}, "reply": {"text": "hi"}}]})) == 1
     for bad in ([{"when": {"colour": "red"}, "reply": {"text": "x"}}], [{"when": {}, "reply": {}}],

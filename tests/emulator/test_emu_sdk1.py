@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from batchpilot.emulator.faults import FaultRule
+from batchpilot.emulator.behaviour.faults import FaultRule
 
 ROOT = Path(__file__).resolve().parents[2]
 

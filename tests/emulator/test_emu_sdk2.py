@@ -12,8 +12,8 @@ from anthropic.types import Message, MessageTokensCount
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 from emulator.emu_helpers import MODEL, admin, params
 
-from batchpilot.emulator.faults import FaultRule
-from batchpilot.tokens import estimate_input_tokens
+from batchpilot.emulator.behaviour.faults import FaultRule
+from batchpilot.core.tokens import estimate_input_tokens
 
 SCHEMA = {
     "type": "object",

@@ -10,7 +10,7 @@ import httpx2 as httpx
 import pytest
 from emulator.emu_helpers import HEADERS, admin, params, raw
 
-from batchpilot.emulator.faults import FaultRule
+from batchpilot.emulator.behaviour.faults import FaultRule
 
 
 def ended_batch(emu, requests: list[dict]) -> str:
@@ -141,8 +141,8 @@ def test_request_log_records_every_request(make_emulator, tmp_path):
 
 
 def test_request_log_keys_messages_requests_by_content(make_emulator, tmp_path):
-    from batchpilot.emulator.faults import FaultRule
-    from batchpilot.emulator.responder import request_key
+    from batchpilot.emulator.behaviour.faults import FaultRule
+    from batchpilot.emulator.behaviour.responder import request_key
 
     log = tmp_path / "log.jsonl"
     emu = make_emulator(log_path=str(log), seed=5, faults=[FaultRule(kind="overloaded", times=1)])

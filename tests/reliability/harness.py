@@ -113,7 +113,7 @@ class Tap:
 
 def results(run: Path) -> list[dict]:
     """The complete result records (a torn last line was never acknowledged, so it is not counted)."""
-    from batchpilot.files import iter_jsonl
+    from batchpilot.core.files import iter_jsonl
 
     return list(iter_jsonl(run / "results.jsonl"))
 

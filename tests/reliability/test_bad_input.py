@@ -193,7 +193,7 @@ def fixtures() -> None:
     write("badid.jsonl", json.dumps({"custom_id": "../../etc/passwd", "content": "x"}) + "\n")
     write("nulid.jsonl", json.dumps({"custom_id": "a\u0000b", "content": "x"}) + "\n")
     write("ragged.csv", "id,content\n1,a,b\n")
-    from batchpilot.templates import TEMPLATES_DIR
+    from batchpilot.prepare.templates import TEMPLATES_DIR
 
     for name, edit in (("tpl-placeholder", lambda d: (d / "user.md").write_text("{{item.content}} {{ nope.x }}\n")),
                        ("tpl-schema", lambda d: (d / "schema.json").write_text('{"type": "object", "properties": {"a": {"type": 7}}}')),
@@ -235,7 +235,7 @@ def test_bad_input(bp, monkeypatch, wrong_server, case):
 
 
 def test_every_command_has_a_bad_input_case():
-    from batchpilot.cli import COMMANDS
+    from batchpilot.cli.main import COMMANDS
 
     covered = {c[3][0] for c in CASES}
     assert covered >= set(COMMANDS), set(COMMANDS) - covered

@@ -81,7 +81,7 @@ def until_ok(cwd: Path, env: dict, args: tuple, crashes: list[str] | None, on_ki
 
 def emulator(cwd: Path, **config):
     from batchpilot.emulator.config import EmulatorConfig
-    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.http.server import Emulator
 
     return Emulator(EmulatorConfig(seed=7, data_dir=str(cwd / "emu"), log_path=str(cwd / "emu.log"), **config))
 
@@ -97,7 +97,7 @@ def finish(cwd: Path, name: str, killed: int, internal: int) -> dict:
 
 
 def batch_pipeline(root: Path, name: str, crashes: dict) -> dict:
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     cwd = root / name
     cwd.mkdir()
@@ -132,7 +132,7 @@ def batch_pipeline(root: Path, name: str, crashes: dict) -> dict:
 
 
 def direct_run(root: Path, name: str, crashes: list[str] | None) -> dict:
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     cwd = root / name
     cwd.mkdir()

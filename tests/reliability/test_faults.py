@@ -62,7 +62,7 @@ def emulator_clean(emu) -> None:
 
 
 def test_batch_fault_matrix_then_retry(bp, api):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = api(not_found_after_create=0.3, batch_requests_per_minute=40, faults=[
         FaultRule("errored", match="^item-0001$"), FaultRule("invalid_json", match="^item-0002$"),
@@ -84,7 +84,7 @@ def test_batch_fault_matrix_then_retry(bp, api):
 
 
 def test_batch_everything_expires_is_listed_as_expired(bp, api):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = api(faults=[FaultRule("expired", 1.0)])
     write_items(Path("items.jsonl"), ITEMS)
@@ -104,7 +104,7 @@ def direct_job(bp, *extra: str) -> Path:
 
 
 def test_direct_fault_matrix_then_resume(bp, api):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = api(slow_seconds=0.2, faults=[
         FaultRule("errored", match="item-0001"), FaultRule("invalid_json", match="item-0002"),

@@ -69,7 +69,7 @@ def test_hostile_ids_and_names_through_agents_merge_report(bp, tmp_path):
 
 
 def test_hostile_ids_through_batch_retry_rounds(bp, emulator, monkeypatch, tmp_path):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = emulator(faults=[FaultRule("expired", 0.5)])
     monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url)

@@ -30,7 +30,7 @@ def scan(root: Path, outputs: list[str]) -> None:
 
 
 def test_key_rejected_everywhere_is_never_echoed(emulator, tmp_path):
-    from batchpilot.emulator.wire import Response
+    from batchpilot.emulator.http.wire import Response
 
     emu = emulator(log_path=str(tmp_path / "emu.log"))
 
@@ -56,7 +56,7 @@ def test_key_rejected_everywhere_is_never_echoed(emulator, tmp_path):
 
 
 def test_key_used_by_a_successful_run_is_never_written(emulator, tmp_path):
-    from batchpilot.emulator.faults import FaultRule
+    from batchpilot.emulator.behaviour.faults import FaultRule
 
     emu = emulator(log_path=str(tmp_path / "emu.log"), data_dir=str(tmp_path / "spool"),
                    faults=[FaultRule("overloaded", 0.3), FaultRule("rate_limit", 0.2)])

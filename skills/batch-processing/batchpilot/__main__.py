@@ -1,5 +1,5 @@
 """`python -m batchpilot` runs the command-line interface."""
 
-from batchpilot.cli import main
+from batchpilot.cli.main import main
 
 main()

@@ -2,7 +2,7 @@
 and tests.
 
     from batchpilot.emulator.config import EmulatorConfig
-    from batchpilot.emulator.server import Emulator
+    from batchpilot.emulator.http.server import Emulator
 
     with Emulator(EmulatorConfig(seed=1, time_scale=3600)) as emu:
         client = anthropic.Anthropic(base_url=emu.base_url, api_key="test")

@@ -14,16 +14,16 @@ import threading
 import traceback
 from pathlib import Path
 
-from batchpilot.emulator import admin, batch_routes, message_routes
-from batchpilot.emulator.batches import BatchStore, remove_spool_dir
-from batchpilot.emulator.cache import PromptCache
-from batchpilot.emulator.clock import Clock
+from batchpilot.emulator.routes import admin, batches as batch_routes, messages as message_routes
+from batchpilot.emulator.state.batch_store import BatchStore, remove_spool_dir
+from batchpilot.emulator.state.cache import PromptCache
+from batchpilot.emulator.state.clock import Clock
 from batchpilot.emulator.config import EmulatorConfig
-from batchpilot.emulator.faults import FaultPlan
-from batchpilot.emulator.log import RequestLog
-from batchpilot.emulator.ratelimit import RateLimiter
-from batchpilot.emulator.scenario import Scenario
-from batchpilot.emulator.wire import ApiError, Request, Response, error_body
+from batchpilot.emulator.behaviour.faults import FaultPlan
+from batchpilot.emulator.state.request_log import RequestLog
+from batchpilot.emulator.state.rate_limits import RateLimiter
+from batchpilot.emulator.behaviour.scenario import Scenario
+from batchpilot.emulator.http.wire import ApiError, Request, Response, error_body
 
 BATCH_PREFIX = "/v1/messages/batches"
 
@@ -83,7 +83,7 @@ class App:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.store = BatchStore(config, self.faults, self.clock.now, self.spool_dir)
         if config.persist and config.data_dir:  # separate CLI processes share one emulated account
-            from batchpilot.emulator.persist import attach
+            from batchpilot.emulator.state.persist import attach
 
             attach(self)
         self.log = RequestLog(config.log_path)

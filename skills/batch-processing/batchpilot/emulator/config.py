@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchpilot.emulator.faults import FaultRule
-from batchpilot.emulator.scenario import Step, load_steps
+from batchpilot.emulator.behaviour.faults import FaultRule
+from batchpilot.emulator.behaviour.scenario import Step, load_steps
 
 MAX_BATCH_BODY_BYTES = 256 * 1024 * 1024  # the real limit; 413 above it
 MAX_MESSAGES_BODY_BYTES = 32 * 1024 * 1024

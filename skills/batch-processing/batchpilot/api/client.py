@@ -1,0 +1,67 @@
+"""The API client factory: the one place that reads the API key and decides real API vs. emulator.
+
+The key comes only from `ANTHROPIC_API_KEY` (never argv, never a file); `ANTHROPIC_BASE_URL` is honoured by
+the SDK itself. `emulate=True` starts the local emulator in-process and points the client at it, so any job
+can be rehearsed for free. The `anthropic` SDK is imported here, lazily, so commands that never call the API
+never pay for importing it.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from batchpilot.core.errors import BatchpilotError
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+EMULATOR_KEY = "emulated-key"
+
+
+def require_key() -> str:
+    """The API key from the environment, or an error that points at --emulate."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        raise BatchpilotError(
+            f"{API_KEY_ENV} is not set",
+            f"export {API_KEY_ENV}=... to use the real API, or add --emulate to rehearse the job against the "
+            "local emulator for free",
+        )
+    return key
+
+
+@contextmanager
+def api_client(emulate: bool, *, async_client: bool = False, max_retries: int = 2, emulator_config: Any = None) -> Iterator[Any]:
+    """Yield an `anthropic.Anthropic` (or `AsyncAnthropic`) client for the real API or an in-process emulator."""
+    if emulate:
+        from batchpilot.emulator.http.server import Emulator
+        from batchpilot.emulator.config import EmulatorConfig
+
+        with Emulator(emulator_config or EmulatorConfig()) as emu:
+            yield _make(async_client, api_key=EMULATOR_KEY, base_url=emu.base_url, max_retries=max_retries)
+        return
+    key = require_key()
+    yield _make(async_client, api_key=key, max_retries=max_retries)
+
+
+def _make(async_client: bool, **kwargs: Any) -> Any:
+    import anthropic
+
+    cls = anthropic.AsyncAnthropic if async_client else anthropic.Anthropic
+    return cls(**kwargs)
+
+
+def describe_api_error(exc: Exception) -> BatchpilotError:
+    """Turn an SDK exception into an Error/Hint the user can act on (never echoing the key)."""
+    import anthropic
+
+    if isinstance(exc, anthropic.AuthenticationError):
+        return BatchpilotError(f"the API rejected the key ({exc.status_code})", f"check {API_KEY_ENV}; create a key in the Claude Console")
+    if isinstance(exc, anthropic.APIConnectionError):
+        base = os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+        return BatchpilotError(f"cannot reach the API at {base}: {type(exc).__name__}",
+                               "check the network and ANTHROPIC_BASE_URL, or add --emulate to rehearse offline")
+    if isinstance(exc, anthropic.APIStatusError):
+        message = getattr(exc, "message", str(exc))
+        return BatchpilotError(f"the API answered {exc.status_code}: {message}", "see references/troubleshooting.md")
+    return BatchpilotError(f"API call failed: {exc}", "re-run the command; it resumes where it stopped")

@@ -1,0 +1,168 @@
+"""Crash-safe file primitives: atomic writes, fsynced appends, and streaming JSONL reads.
+
+Every file the tool owns is either written whole through `atomic_write` (temp file + fsync + rename, so a
+reader sees the old or the new file, never half of one) or appended through `append_jsonl` (flushed and
+fsynced before returning, so a record that was reported written survives a kill -9).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from contextlib import contextmanager
+from typing import IO, Any, Iterable, Iterator
+
+from batchpilot.core import crash
+from batchpilot.core.errors import BatchpilotError
+
+
+def dumps(record: Any) -> str:
+    """One compact JSON line (no newline), UTF-8 kept readable."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_stream(path: Path, binary: bool = False) -> Iterator[IO]:
+    """A file written bit by bit that appears at `path` only when complete (same-directory temp file, fsync,
+    rename); on any error the temp file is removed and `path` keeps its old content."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Replace `path` with `data` atomically."""
+    with atomic_stream(path, binary=True) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    """Write a JSON document (indent 2) atomically."""
+    atomic_write(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line that lacks its newline: a kill -9 mid-append left it, and it was never reported written."""
+    try:
+        with open(path, "rb+") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end == 0:
+                return
+            fh.seek(end - 1)
+            if fh.read(1) == b"\n":
+                return
+            # Walk back in blocks to the last complete line.
+            pos = end
+            while pos > 0:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                block = fh.read(step)
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    fh.truncate(pos + cut + 1)
+                    return
+            fh.truncate(0)
+    except FileNotFoundError:
+        return
+
+
+def append_jsonl(path: Path, records: Iterable[Any]) -> None:
+    """Append records as JSON lines, then flush and fsync before returning.
+
+    A torn last line left by an earlier kill is cut first, so the new records start on a line of their own.
+    """
+    _cut_torn_tail(Path(path))
+    with open(path, "a", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    crash.appended(Path(path).name)
+
+
+def iter_jsonl(path: Path, tolerate_torn_tail: bool = True) -> Iterator[dict]:
+    """Stream the JSON objects of a JSONL file.
+
+    A last line without its newline is what a kill -9 mid-append leaves: it is skipped when
+    `tolerate_torn_tail` (the record was never reported written). Any other bad line is an error naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if not raw.endswith(b"\n") and tolerate_torn_tail:
+                    return  # a torn tail can split a multi-byte character
+                raise BatchpilotError(
+                    f"{path.name} line {number}: not UTF-8 text",
+                    f"the run directory was edited or damaged; restore {path.name} or start a new run",
+                ) from None
+            if not line.endswith("\n") and tolerate_torn_tail:
+                try:
+                    json.loads(line)
+                except ValueError:
+                    return
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise BatchpilotError(
+                    f"{path.name} line {number}: not valid JSON ({exc.msg})",
+                    f"the run directory was edited or damaged; restore {path.name} or start a new run",
+                ) from None
+            if not isinstance(record, dict):
+                raise BatchpilotError(
+                    f"{path.name} line {number}: expected a JSON object",
+                    f"restore {path.name} or start a new run",
+                )
+            yield record
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Read a JSON file, with an Error/Hint naming it when it is missing or malformed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BatchpilotError(f"{what} not found: {path}", "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchpilotError(f"cannot read {what} {path}: {exc}", "check the file's permissions and encoding") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BatchpilotError(
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            f"fix the JSON in {path.name}",
+        ) from None

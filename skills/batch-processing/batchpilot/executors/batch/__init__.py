@@ -1,0 +1,1 @@
+"""The Message Batches executor: shards, submit, poll, fetch, the journal state, and the driver loop."""

@@ -1,0 +1,342 @@
+"""The direct executor: a prepared run's requests through `POST /v1/messages`, concurrently, at the account's
+rate limit and never over it.
+
+For jobs that cannot wait for a batch. The physical limit is the rate limit (requests, input tokens and
+output tokens per minute, each a token bucket), so throughput is set by a client-side copy of those buckets
+(`batchpilot.executors.direct.limiter.Limiter`), not by the concurrency ceiling. The algorithm, on one asyncio loop:
+
+1. `results.jsonl` is read once: the ids that already succeeded are skipped (so a rerun after a crash or
+   Ctrl-C sends no finished item again), and earlier attempt numbers are continued (`direct_jobs`).
+2. A dispatcher takes the next job: a retry whose backoff has passed (retries go ahead of new work), else
+   the next line of `requests.jsonl` (streamed, never loaded whole).
+3. It waits for a free slot (at most `concurrency` in flight; only one until the first response has told
+   us the limits), for the budget (`max_cost`: every request in flight holds its worst-case cost, `budget`),
+   and for the limiter to reserve one request, the input-token estimate and `max_tokens` of output.
+4. The request goes out on its own task with SDK retries off (`max_retries=0`): this loop owns retries.
+   * 200: the reservation is corrected from `usage`, the headers refresh the limits, and the result record
+     is appended (fsynced) to `results.jsonl` before the item counts as done.
+   * a failure is sorted by `direct_errors.classify`: rate_limited (429: the reservation is returned, the
+     bucket that ran out pauses for `retry-after`, the job goes to the front; up to MAX_RATE_LIMITED, not
+     counted as attempts), transient (backoff, up to `max_attempts`, then errored), permanent (errored at
+     once) or account (the run stops: nothing more is sent, in-flight requests finish, and `run_direct`
+     raises an Error/Hint).
+5. SIGINT (when `handle_sigint`): stop sending, give in-flight requests INTERRUPT_GRACE seconds to finish and
+   be recorded, then return a receipt whose `stopped` is `interrupted`. A second SIGINT stops at once.
+
+Every result record is a Message Batches result line plus `attempt`, `mode` and `at` (`batchpilot.rundir.records`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from batchpilot.executors.direct.budget import Budget, run_prices, worst_case_cost
+from batchpilot.api.failures import Failure, account_error, backoff, classify
+from batchpilot.executors.direct.jobs import Job, JobQueue, ResultWriter, iter_jobs, read_ledger, sendable
+from batchpilot.executors.direct.progress import Tally, tick
+from batchpilot.core.progress import Progress
+from batchpilot.executors.direct.limiter import Limiter, Limits, Reservation
+from batchpilot.rundir.records import result_record
+from batchpilot.rundir.journal import journal
+from batchpilot.rundir.manifest import open_run
+
+# The public API (some of it defined in the modules above, and re-exported here).
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_MAX_ATTEMPTS", "Failure", "Limits", "classify", "run_direct",
+           "run_direct_async", "sendable", "worst_case_cost"]
+
+DEFAULT_CONCURRENCY = 32
+DEFAULT_MAX_ATTEMPTS = 5
+MAX_RATE_LIMITED = 20  # 429s one item may take before it is recorded as errored (a limiter that cannot settle)
+REQUEST_TIMEOUT = 600.0  # explicit, which also lifts the SDK's "streaming is required" guard for large max_tokens
+INTERRUPT_GRACE = 10.0  # seconds in-flight requests get to finish after Ctrl-C
+PROBE_WAIT = 5.0  # longest we send one request at a time while waiting for the first response's headers
+
+
+class DirectExecutor:
+    """One run of the direct executor; see the module docstring for the algorithm."""
+
+    def __init__(self, run_dir: Path, client: Any, limits: Limits | None, concurrency: int, max_cost: float | None,
+                 max_attempts: int, progress: Progress | None, handle_sigint: bool, interrupt_grace: float,
+                 requests_file: Path | None = None):
+        self.run_dir = Path(run_dir)
+        # A retry round (rounds/direct-N.jsonl): all its lines are sent, answered items included, because the
+        # caller chose them (an invalid answer is a success to be repaired).
+        self.requests_file = Path(requests_file) if requests_file else None
+        manifest = open_run(self.run_dir)
+        self.budget = Budget(run_prices(manifest, self.run_dir), max_cost)
+        self.client = client
+        self.flags = limits or Limits()
+        self.limiter = Limiter(self.flags.rpm, self.flags.itpm, self.flags.otpm)
+        self.concurrency = max(1, int(concurrency))
+        self.max_attempts = max(1, int(max_attempts))
+        self.progress = progress or Progress(quiet=True)
+        self.handle_sigint = handle_sigint
+        self.interrupt_grace = interrupt_grace
+        self.results_path = self.run_dir / "results.jsonl"
+        self.writer = ResultWriter(self.results_path)
+        self.tally = Tally(int(manifest.get("item_count") or 0))
+        self.queue = JobQueue(iter(()))
+        self.inflight: dict[asyncio.Task, Job] = {}
+        self.wake = asyncio.Event()
+        # Outcome.
+        self.stopping: str | None = None  # interrupted | max_cost | account_error | crashed
+        self.fatal: Failure | None = None
+        self.crash: BaseException | None = None
+        self.interrupts = 0
+
+    # --------------------------------------------------------------- dispatch
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Wait until something changes (a task ends, a signal) or `timeout` seconds pass."""
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _stop(self, reason: str) -> None:
+        if self.stopping is None:
+            self.stopping = reason
+        self.wake.set()
+
+    async def _dispatch(self) -> None:
+        while self.stopping is None:
+            now = time.monotonic()
+            job = self.queue.next(now)
+            if job is None:
+                if self.queue.empty() and not self.inflight:
+                    return
+                await self._sleep(self.queue.wait(now))
+                continue
+            if not await self._admit(job):
+                self.queue.front.appendleft(job)
+                return
+
+    def _ceiling(self) -> int:
+        """Requests allowed in flight: one until a response has shown the limits (or PROBE_WAIT passed)."""
+        if self.limiter.calibrated or time.monotonic() > self.tally.started + PROBE_WAIT:
+            return self.concurrency
+        return 1
+
+    async def _admit(self, job: Job) -> bool:
+        """Wait for a slot, the budget and the limiter; start the job's task. False when the run stopped."""
+        while self.stopping is None and len(self.inflight) >= self._ceiling():
+            probing = self.tally.started + PROBE_WAIT - time.monotonic()
+            await self._sleep(probing if not self.limiter.calibrated and probing > 0 else None)
+        worst = self.budget.worst_case(job.params, job.input_tokens)
+        while self.stopping is None and not self.budget.fits(worst):
+            if not self.inflight:
+                self._stop("max_cost")
+                break
+            await self._sleep(None)
+        reservation = None
+        input_tokens = self.budget.pace_tokens(job.input_tokens)
+        while self.stopping is None:
+            reservation, wait = self.limiter.try_reserve(input_tokens, job.max_tokens)
+            if reservation is not None:
+                break
+            await self._sleep(wait)
+        if self.stopping is not None:
+            if reservation is not None:
+                self.limiter.release(reservation)
+            return False
+        self.budget.hold(worst)
+        task = asyncio.ensure_future(self._run(job, reservation, worst))
+        self.inflight[task] = job
+        return True
+
+    # ------------------------------------------------------------------ one request
+
+    async def _run(self, job: Job, reservation: Reservation, worst: float) -> None:
+        import anthropic
+
+        job.sends += 1
+        job.responded = False
+        self.tally.sent += 1
+        required, extra = sendable(job.params)
+        try:
+            try:
+                raw = await self.client.messages.with_raw_response.create(
+                    **required, extra_body=extra or None, timeout=REQUEST_TIMEOUT)
+                await raw.parse()  # the SDK's check that this is a Message
+            except anthropic.APIError as exc:
+                job.responded = True
+                await self._failed(job, reservation, classify(exc, REQUEST_TIMEOUT))
+                return
+            job.responded = True
+            await self._succeeded(job, reservation, raw)
+        except asyncio.CancelledError:
+            if not job.responded:
+                self.limiter.settle(reservation, reservation.input_tokens, 0)
+                self.tally.abandoned += 1
+            raise
+        except BaseException as exc:  # a bug: stop the run, keep the traceback for the caller
+            self.crash = exc
+            self._stop("crashed")
+        finally:
+            self.budget.release(worst)
+            self.inflight.pop(asyncio.current_task(), None)
+            self.wake.set()
+
+    async def _succeeded(self, job: Job, reservation: Reservation, raw: Any) -> None:
+        body = raw.http_response.json()
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        counted_input = int(usage.get("input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0)
+        # Cache reads do not count toward the input-token limit (on most models); writes do.
+        self.limiter.settle(reservation, counted_input, int(usage.get("output_tokens") or 0))
+        self.limiter.observe(raw.headers)
+        self.budget.charge(usage, job.input_tokens)
+        await self.writer.write(result_record(job.custom_id, {"type": "succeeded", "message": body}, job.attempt,
+                                              "direct"))
+        self.tally.answered(usage)
+
+    async def _failed(self, job: Job, reservation: Reservation, failure: Failure) -> None:
+        if failure.kind == "rate_limited":
+            self.tally.rate_limited += 1
+            job.rate_limited += 1
+            self.limiter.rate_limited(failure.headers, reservation, failure.retry_after)
+            if job.rate_limited <= MAX_RATE_LIMITED:
+                self.queue.front.append(job)
+                return
+            await self._record_error(job, failure)
+            return
+        # The server admitted the request (it took a request and the input) but produced no output.
+        self.limiter.settle(reservation, reservation.input_tokens, 0)
+        if failure.headers:
+            self.limiter.observe(failure.headers)
+        if failure.kind == "account":
+            if self.fatal is None:
+                self.fatal = failure
+            self._stop("account_error")
+            return
+        if failure.kind == "transient":
+            job.failures += 1
+            if job.failures < self.max_attempts and self.stopping is None:
+                self.tally.retried += 1
+                self.queue.retry_at(job, time.monotonic() + backoff(job.failures, failure.retry_after))
+                return
+        await self._record_error(job, failure)
+
+    async def _record_error(self, job: Job, failure: Failure) -> None:
+        result = {"type": "errored", "error": failure.error}  # the API's body as it came, request_id included
+        await self.writer.write(result_record(job.custom_id, result, job.attempt, "direct"))
+        self.tally.errored[failure.type] += 1
+
+    # ------------------------------------------------------------------ signals and the run
+
+    def _on_sigint(self) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1:
+            self.progress.stage(f"interrupted: sending stopped; waiting up to {self.interrupt_grace:.0f} s for "
+                                f"{len(self.inflight)} request(s) in flight (Ctrl-C again to stop now)")
+            self._stop("interrupted")
+        else:
+            for task, job in list(self.inflight.items()):
+                if not job.responded:
+                    task.cancel()
+
+    async def run(self) -> dict:
+        loop = asyncio.get_running_loop()
+        tally = self.tally
+        done, prior = read_ledger(self.results_path)
+        if self.requests_file is not None:
+            done, tally.total_items = set(), sum(1 for _ in iter_jobs(self.requests_file, set(), prior))
+        tally.already_done = len(done)
+        tally.todo = max(0, tally.total_items - len(done))
+        self.queue = JobQueue(iter_jobs(self.requests_file or self.run_dir / "requests.jsonl", done, prior))
+        installed = False
+        if self.handle_sigint and threading.current_thread() is threading.main_thread():
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+            installed = True
+        journal(self.run_dir, "direct_started", todo=tally.todo, already_succeeded=len(done),
+                limits={"rpm": self.flags.rpm, "itpm": self.flags.itpm, "otpm": self.flags.otpm},
+                concurrency=self.concurrency, max_cost=self.budget.max_cost, max_attempts=self.max_attempts)
+        self.progress.stage(f"direct: {tally.todo} request(s) to send, {len(done)} already succeeded")
+        tally.started = time.monotonic()
+        ticker = asyncio.ensure_future(tick(tally, self.limiter, self.progress, lambda: self.budget.spent))
+        not_run = 0
+        try:
+            await self._dispatch()
+        except BaseException as exc:
+            # Library callers without handle_sigint get Ctrl-C as a cancellation: treat it as an interrupt.
+            self._stop("interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "crashed")
+            raise
+        finally:
+            try:
+                await self._drain()  # whatever happened, answers already paid for are recorded
+            finally:
+                ticker.cancel()
+                if installed:
+                    loop.remove_signal_handler(signal.SIGINT)
+                self.progress.done()
+                # Jobs still queued count as not run; so does anything requests.jsonl had left.
+                not_run = max(0, tally.todo - tally.finished)
+                journal(self.run_dir, "direct_stopped", reason=self.stopping or "done", **tally.journal_fields(not_run),
+                        cost_usd=round(self.budget.spent, 6))
+        duration = time.monotonic() - tally.started
+        if self.crash is not None:
+            raise self.crash
+        if self.fatal is not None:
+            raise account_error(self.fatal, self.run_dir)
+        return self._receipt(duration, not_run)
+
+    async def _drain(self) -> None:
+        """Let in-flight requests finish; after an interrupt, only for the grace period."""
+        if not self.inflight:
+            return
+        if self.stopping == "interrupted":
+            deadline = time.monotonic() + self.interrupt_grace
+            while self.inflight and time.monotonic() < deadline and self.interrupts < 2:
+                await self._sleep(deadline - time.monotonic())
+            for task, job in list(self.inflight.items()):
+                if not job.responded:
+                    task.cancel()
+        while self.inflight:
+            await asyncio.gather(*list(self.inflight), return_exceptions=True)
+
+    def _receipt(self, duration: float, not_run: int) -> dict:
+        return {"run": str(self.run_dir), "mode": "direct", **self.tally.receipt(duration, not_run),
+                "cost_usd": round(self.budget.spent, 6), "max_cost_usd": self.budget.max_cost,
+                "limits": self.limiter.describe(), "concurrency": self.concurrency, "stopped": self.stopping,
+                "files": {"results": str(self.results_path)}}
+
+
+async def run_direct_async(run_dir: Path | str, client: Any, *, limits: Limits | None = None,
+                           concurrency: int = DEFAULT_CONCURRENCY, max_cost: float | None = None,
+                           max_attempts: int = DEFAULT_MAX_ATTEMPTS, progress: Progress | None = None,
+                           handle_sigint: bool = False, interrupt_grace: float = INTERRUPT_GRACE,
+                           requests_file: Path | str | None = None) -> dict:
+    """`run_direct` inside a running event loop (the client must be an `AsyncAnthropic`)."""
+    executor = DirectExecutor(Path(run_dir), client, limits, concurrency, max_cost, max_attempts, progress,
+                              handle_sigint, interrupt_grace, requests_file)
+    return await executor.run()
+
+
+def run_direct(run_dir: Path | str, client: Any, *, limits: Limits | None = None,
+               concurrency: int = DEFAULT_CONCURRENCY, max_cost: float | None = None,
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS, progress: Progress | None = None,
+               handle_sigint: bool = False, interrupt_grace: float = INTERRUPT_GRACE,
+               requests_file: Path | str | None = None) -> dict:
+    """Send a prepared run's outstanding requests through the Messages API at the rate limit; return the receipt.
+
+    `client` is an `anthropic.AsyncAnthropic` built with `max_retries=0` (this function owns retries), e.g.
+    from `api.api_client(emulate, async_client=True, max_retries=0)`. It runs its own event loop and closes
+    the client's connections at the end. `requests_file` (a retry round) replaces requests.jsonl, and all of its
+    lines are sent, answered items included. Raises BatchpilotError for a run that cannot start (no run, no price)
+    or that the API stopped at the account level; item failures are counts in the receipt.
+    """
+
+    async def main() -> dict:
+        try:
+            return await run_direct_async(run_dir, client, limits=limits, concurrency=concurrency, max_cost=max_cost,
+                                          max_attempts=max_attempts, progress=progress, handle_sigint=handle_sigint,
+                                          interrupt_grace=interrupt_grace, requests_file=requests_file)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())

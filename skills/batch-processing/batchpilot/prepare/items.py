@@ -1,0 +1,361 @@
+"""Items: where the work comes from, and the stable `custom_id` each one is known by.
+
+`load_items(src)` understands a glob (`'src/**/*.py'`), a directory (every file below it, hidden ones
+excluded), a `.jsonl` file (one object per line), a `.csv` file (header row), a single file, and `-` (one
+item per stdin line). It yields `Item`s in input order and reports skipped ones (binary, empty, unreadable,
+oversized) through a callback, never silently.
+
+custom_id rules (the Message Batches API wants `^[A-Za-z0-9_-]{1,64}$`, unique within a batch):
+* a record's own `custom_id` field is used verbatim and must already be valid;
+* a record's `id` field, or a file's path (relative to the directory or the glob's fixed prefix), is used when valid; otherwise it is made readable
+  (other characters become `-`) and, when that loses information or is too long, suffixed with a short hash
+  of the original, so the id is stable across reruns;
+* a record with no id is `line-N` / `row-N` by its position;
+* two items with the same explicit id are an error; file paths that sanitise to the same id all get hashes.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, TextIO
+
+from batchpilot.core.errors import BatchpilotError
+
+CUSTOM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_ID = 64
+HASH_LEN = 10
+DEFAULT_MAX_ITEM_BYTES = 512 * 1024
+BINARY_SNIFF_BYTES = 8192
+GLOB_CHARS = set("*?[")
+
+SkipFn = Callable[[str, str, str], None]  # (source, reason, detail)
+
+
+@dataclass
+class Item:
+    """One unit of work. `content` is the text the template renders; `fields` the record's columns."""
+
+    custom_id: str
+    source: str
+    content: str
+    kind: str  # file | record | line
+    path: str | None = None
+    fields: dict = field(default_factory=dict)
+
+    def manifest(self) -> dict:
+        """The items.jsonl line: everything but file content (the file is the source of truth)."""
+        rec = {"custom_id": self.custom_id, "source": self.source, "kind": self.kind, "bytes": len(self.content.encode("utf-8"))}
+        if self.path is not None:
+            rec["path"] = self.path
+        if self.fields:
+            rec["fields"] = self.fields
+        return rec
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:HASH_LEN]
+
+
+def sanitize_id(raw: str) -> str:
+    """A readable id from any string: disallowed characters become `-`, runs collapse, ends trimmed."""
+    clean = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-")
+    return clean or "item"
+
+
+def derive_id(raw: str, force_hash: bool = False) -> str:
+    """`raw` if it is a valid custom_id; else a readable prefix plus a short hash of `raw` (≤ 64 chars)."""
+    if CUSTOM_ID_RE.fullmatch(raw) and not force_hash:
+        return raw
+    readable = sanitize_id(raw)
+    lossless = readable == raw
+    if lossless and len(readable) <= MAX_ID and not force_hash:
+        return readable
+    prefix = readable[: MAX_ID - HASH_LEN - 1].rstrip("-") or "item"
+    return f"{prefix}-{_short_hash(raw)}"
+
+
+def file_ids(paths: list[str]) -> list[str]:
+    """custom_ids for file paths: readable path ids; paths that would collide all carry a hash."""
+    readable = [sanitize_id(p) if len(sanitize_id(p)) <= MAX_ID else derive_id(p, force_hash=True) for p in paths]
+    counts: dict[str, int] = {}
+    for rid in readable:
+        counts[rid] = counts.get(rid, 0) + 1
+    return [derive_id(p, force_hash=True) if counts[rid] > 1 else rid for p, rid in zip(paths, readable)]
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+
+def _glob_base(pattern: str) -> str:
+    """The directory part of a glob before its first wildcard: ids are relative to it."""
+    parts = []
+    for part in pattern.replace(os.sep, "/").split("/"):
+        if any(ch in part for ch in GLOB_CHARS):
+            break
+        parts.append(part)
+    base = "/".join(parts)
+    return base if base and os.path.isdir(base) else (os.path.dirname(base) or ".")
+
+
+def _list_files(src: str) -> list[str]:
+    if any(ch in src for ch in GLOB_CHARS):
+        # Anything that is not a directory is an item; one that cannot be read is skipped as unreadable.
+        matches = sorted(p for p in glob.glob(src, recursive=True) if os.path.lexists(p) and not os.path.isdir(p))
+        if not matches:
+            raise BatchpilotError(
+                f"no files match {src!r}",
+                "check the pattern from the current directory; quote it so the shell does not expand it, "
+                "and use ** for subdirectories, e.g. 'src/**/*.py'",
+            )
+        return matches
+    found = []
+    for root, dirs, names in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith("."))
+    if not found:
+        raise BatchpilotError(f"directory {src!r} has no files", "point --items at a directory with files, or a glob")
+    return found
+
+
+def _read_file(path: str, max_bytes: int, skip: SkipFn) -> str | None:
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            skip(path, "oversized", f"{size} bytes > {max_bytes}")
+            return None
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        skip(path, "unreadable", exc.strerror or str(exc))
+        return None
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        skip(path, "binary", "contains NUL bytes")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        skip(path, "binary", f"not UTF-8 at byte {exc.start}")
+        return None
+    if not text.strip():
+        skip(path, "empty", "no content")
+        return None
+    return text
+
+
+def _iter_files(paths: list[str], base: str, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+    names = [os.path.relpath(p, base) if base else p for p in paths]
+    for path, cid in zip(paths, file_ids(names)):
+        text = _read_file(path, max_bytes, skip)
+        if text is not None:
+            yield Item(custom_id=cid, source=path, content=text, kind="file", path=path,
+                       fields={"name": os.path.basename(path), "ext": os.path.splitext(path)[1].lstrip(".")})
+
+
+def _record_content(record: dict, content_field: str | None, source: str = "") -> str:
+    if content_field:
+        if content_field not in record:
+            raise BatchpilotError(
+                f"{source}: no field {content_field!r} for --content-field",
+                f"fields here: {', '.join(sorted(map(str, record))) or 'none'}; pass one of them",
+            )
+        value = record.get(content_field)
+    else:
+        value = next((record[k] for k in ("content", "text", "body") if k in record), None)
+        if value is None:
+            return json.dumps(record, ensure_ascii=False, indent=2)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+class _IdBook:
+    """Assigns record ids and enforces uniqueness; holds only the set of ids (the one index we keep)."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.seen: dict[str, str] = {}
+
+    def assign(self, record: dict, position: int, prefix: str, source: str) -> str:
+        if "custom_id" in record:
+            raw = record["custom_id"]
+            if not isinstance(raw, str) or not CUSTOM_ID_RE.fullmatch(raw):
+                shown = raw if isinstance(raw, str) else json.dumps(raw)
+                problem = "longer than 64 characters" if isinstance(raw, str) and len(raw) > MAX_ID else "not a valid custom_id"
+                raise BatchpilotError(
+                    f"{source}: custom_id {shown[:80]!r} is {problem}",
+                    "a custom_id uses only letters, digits, - and _ (1-64 characters); rename it, "
+                    "or put the natural key in an `id` field and batchpilot derives a valid custom_id",
+                )
+            cid = raw
+        elif record.get("id") not in (None, ""):
+            cid = derive_id(str(record["id"]))
+        else:
+            cid = f"{prefix}-{position}"
+        if cid in self.seen:
+            raise BatchpilotError(
+                f"{source}: duplicate id {cid!r} (first seen at {self.seen[cid]})",
+                f"every item in {self.where} needs a unique id; fix or remove the duplicate",
+            )
+        self.seen[cid] = source
+        return cid
+
+
+def _iter_jsonl(path: str, content_field: str | None, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+    book = _IdBook(path)
+    try:
+        fh = open(path, "r", encoding="utf-8")
+    except OSError as exc:
+        raise BatchpilotError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
+    with fh:
+        try:
+            for number, line in enumerate(fh, 1):
+                source = f"{path}:{number}"
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise BatchpilotError(
+                        f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})",
+                        "each line of a .jsonl file must be one JSON object; fix that line",
+                    ) from None
+                if not isinstance(record, dict):
+                    raise BatchpilotError(
+                        f"{path} line {number}: expected a JSON object, got {type(record).__name__}",
+                        'wrap the value in an object, e.g. {"text": ...}',
+                    )
+                cid = book.assign(record, number, "line", source)
+                content = _record_content(record, content_field, source)
+                if len(content.encode("utf-8")) > max_bytes:
+                    skip(source, "oversized", f"{len(content)} characters")
+                    continue
+                if not content.strip():
+                    skip(source, "empty", "no content")
+                    continue
+                yield Item(custom_id=cid, source=source, content=content, kind="record", fields=record)
+        except UnicodeDecodeError as exc:
+            raise BatchpilotError(f"{path}: not UTF-8 text ({exc.reason})", "convert the file to UTF-8") from None
+
+
+def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+    try:
+        fh = open(path, "r", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise BatchpilotError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
+    with fh:
+        try:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            _check_header(path, header)
+            assert header is not None
+            book = _IdBook(path)
+            for number, row in enumerate(reader, 2):
+                if not any(cell.strip() for cell in row):
+                    continue
+                source = f"{path}:{number}"
+                if len(row) != len(header):
+                    raise BatchpilotError(
+                        f"{path} line {number}: {len(row)} fields, the header has {len(header)}",
+                        "quote fields that contain commas or newlines, and keep one value per column",
+                    )
+                record = dict(zip(header, row))
+                cid = book.assign(record, number - 1, "row", source)
+                content = _record_content(record, content_field, source)
+                if len(content.encode("utf-8")) > max_bytes:
+                    skip(source, "oversized", f"{len(content)} characters")
+                    continue
+                if not content.strip():
+                    skip(source, "empty", "no content")
+                    continue
+                yield Item(custom_id=cid, source=source, content=content, kind="record", fields=record)
+        except UnicodeDecodeError as exc:
+            raise BatchpilotError(f"{path}: not UTF-8 text ({exc.reason})", "convert the file to UTF-8") from None
+        except csv.Error as exc:
+            raise BatchpilotError(f"{path}: malformed CSV ({exc})", "check the quoting of that line") from None
+
+
+def _check_header(path: str, header: list[str] | None) -> None:
+    hint = "the first line of a .csv must name the columns, e.g. id,text"
+    if not header or not any(h.strip() for h in header):
+        raise BatchpilotError(f"{path}: no header row", hint)
+    names = [h.strip() for h in header]
+    if any(not n for n in names):
+        raise BatchpilotError(f"{path}: the header row has an empty column name", hint)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise BatchpilotError(f"{path}: the header row repeats column {dupes[0]!r}", hint)
+    if all(re.fullmatch(r"[-+]?\d+(\.\d+)?", n) for n in names):
+        raise BatchpilotError(f"{path}: the first row {','.join(names)!r} looks like data, not a header", hint)
+
+
+def _iter_lines(stream: TextIO, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+    for number, line in enumerate(stream, 1):
+        text = line.rstrip("\n").rstrip("\r")
+        source = f"stdin:{number}"
+        if not text.strip():
+            skip(source, "empty", "blank line")
+            continue
+        if len(text.encode("utf-8")) > max_bytes:
+            skip(source, "oversized", f"{len(text)} characters")
+            continue
+        yield Item(custom_id=f"line-{number}", source=source, content=text, kind="line", fields={"text": text})
+
+
+def load_items(
+    src: str,
+    skip: SkipFn,
+    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+    content_field: str | None = None,
+    stdin: TextIO | None = None,
+) -> Iterator[Item]:
+    """Yield the items of `src` in input order; call `skip(source, reason, detail)` for each one left out."""
+    if src == "-":
+        stream = stdin if stdin is not None else io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        return _iter_lines(stream, max_item_bytes, skip)
+    if any(ch in src for ch in GLOB_CHARS) and not os.path.exists(src):
+        return _iter_files(_list_files(src), _glob_base(src), max_item_bytes, skip)
+    if os.path.isdir(src):
+        return _iter_files(_list_files(src), src, max_item_bytes, skip)
+    if not os.path.exists(src):
+        raise BatchpilotError(
+            f"items source {src!r} does not exist",
+            "pass a glob ('src/**/*.py'), a directory, a .jsonl or .csv file, or - for stdin lines",
+        )
+    lower = src.lower()
+    if lower.endswith((".jsonl", ".ndjson")):
+        return _iter_jsonl(src, content_field, max_item_bytes, skip)
+    if lower.endswith(".csv"):
+        return _iter_csv(src, content_field, max_item_bytes, skip)
+    return _iter_files([src], os.path.dirname(src), max_item_bytes, skip)
+
+
+def items_fingerprint_update(h: "hashlib._Hash", item: Item) -> None:
+    """Feed one item into a run's input fingerprint (id, source and content)."""
+    h.update(item.custom_id.encode())
+    h.update(b"\0")
+    h.update(item.source.encode("utf-8", "replace"))
+    h.update(b"\0")
+    h.update(item.content.encode("utf-8"))
+    h.update(b"\1")
+
+
+def describe_skipped(skipped: list) -> str:
+    """`2 binary, 1 empty skipped: a.bin (binary: contains NUL bytes), ...` for an error message."""
+    if not skipped:
+        return "none found"
+    counts: dict[str, int] = {}
+    for _, reason, _ in skipped:
+        counts[reason] = counts.get(reason, 0) + 1
+    head = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+    examples = "; ".join(f"{src} ({reason}: {detail})" for src, reason, detail in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return f"{head} skipped: {examples}{more}"
+

@@ -1,0 +1,107 @@
+"""A job: one template, its variables, one model and one item source, ready to be planned or prepared.
+
+`open_job` checks everything that can be checked before reading items (template, variables, model,
+max_tokens, prices) and returns a `Job` whose `requests()` streams `(item, params)` pairs. An unknown model
+fails closed here unless the caller gives explicit prices, because every spending command needs a price to
+reserve its budget against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.prepare.items import DEFAULT_MAX_ITEM_BYTES, Item, load_items
+from batchpilot.core.models import MODELS, Prices, find_model, prices_for
+from batchpilot.prepare.build import RequestBuilder
+from batchpilot.prepare.templates import Template, load_template, resolve_variables
+
+
+@dataclass
+class Job:
+    template: Template
+    variables: dict[str, str]
+    model: str
+    max_tokens: int
+    mode: str
+    items_src: str
+    prices: Prices | None
+    builder: RequestBuilder
+    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
+    content_field: str | None = None
+    explicit_prices: bool = False
+    skipped: list = field(default_factory=list)
+
+    def items(self) -> Iterator[Item]:
+        """The items, streamed; skipped ones are appended to `self.skipped` as (source, reason, detail)."""
+        return load_items(self.items_src, lambda s, r, d: self.skipped.append((s, r, d)),
+                          max_item_bytes=self.max_item_bytes, content_field=self.content_field)
+
+    def settings(self) -> dict:
+        """Everything besides the items that determines the run's requests (its inputs hash)."""
+        return {
+            "template_hash": self.template.content_hash,
+            "variables": self.variables,
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "mode": self.mode,
+            "content_field": self.content_field,
+            "max_item_bytes": self.max_item_bytes,
+        }
+
+    def manifest(self) -> dict:
+        """The run.json fields that describe the job."""
+        return {
+            "template": {"name": self.template.name, "hash": self.template.content_hash, "path": str(self.template.path)},
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "output_style": self.template.output_style,
+            "mode": self.mode,
+            "variables": self.variables,
+            "items_source": self.items_src,
+            "prices": None if self.prices is None else {
+                "input_per_mtok": self.prices.input, "output_per_mtok": self.prices.output,
+                "read_multiplier": self.prices.read_multiplier, "explicit": self.explicit_prices},
+            "subagent_model": self.template.subagent_model or (find_model(self.model).tier if find_model(self.model) else None),
+        }
+
+
+def open_job(
+    template_ref: str,
+    items_src: str,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    variables: dict[str, str] | None = None,
+    mode: str = "batch",
+    price_in: float | None = None,
+    price_out: float | None = None,
+    require_price: bool = True,
+    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+    content_field: str | None = None,
+) -> Job:
+    """Check the job's settings and return it; raises BatchpilotError for anything wrong."""
+    template = load_template(template_ref)
+    values = resolve_variables(template, variables or {})
+    if model is not None and not model.strip():
+        raise BatchpilotError("--model is empty", f"leave it out to use the template's model ({template.model})")
+    model = model or template.model
+    max_tokens = max_tokens if max_tokens is not None else template.max_tokens
+    if (price_in is None) != (price_out is None):
+        raise BatchpilotError("--price-in and --price-out go together", "give both, in USD per million tokens")
+    prices = prices_for(model, price_in, price_out)
+    if prices is None and require_price:
+        raise BatchpilotError(
+            f"unknown model {model!r}: no price, so its cost cannot be bounded",
+            f"use a known model ({', '.join(sorted(MODELS))}) "
+            "or give --price-in and --price-out in USD per million tokens",
+        )
+    known = find_model(model)
+    if known is not None and max_tokens > known.max_output:
+        raise BatchpilotError(f"max_tokens {max_tokens} is above {known.max_output}, the limit of {model}",
+                              f"use --max-tokens {known.max_output} or less")
+    builder = RequestBuilder(template, values, model, max_tokens, mode)
+    # The builder's template is bound to the variables: its hash covers a schema chosen by a variable.
+    return Job(builder.template, values, model, max_tokens, mode, items_src, prices, builder, max_item_bytes, content_field,
+               explicit_prices=price_in is not None)
+

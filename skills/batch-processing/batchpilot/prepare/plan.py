@@ -1,0 +1,165 @@
+"""Plan: what a job will cost and how long it will take in each mode, and which mode to use.
+
+Pure: it takes the requests a run would contain and returns numbers. Token counts come from the local
+estimator (`batchpilot.core.tokens`) unless the caller supplies API counts. Costs per mode:
+
+* direct — standard price, every input token billed in full;
+* direct_cached — standard price, the shared prefix written once to the 5-minute cache (1.25x) and read by
+  every other request: what `prepare --mode direct` sends when the prefix is cacheable;
+* batch — 50% of standard;
+* batch_cached — 50%, with the shared prefix written once to the 1-hour cache (2x) and read by every other
+  request: what batch mode sends;
+* agents / headless — billed to the user's Claude Code plan, so tokens only and no dollar figure.
+
+The recommendation encodes the skill's decision guidance: dependent items → sequential; items that need tools
+or file access, or a handful of items → agents (headless past a few hundred); time-critical → direct; large and
+not urgent → batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from batchpilot.core.models import BATCH_DISCOUNT, CACHE_WRITE_1H, CACHE_WRITE_5M, PRICES_AS_OF, Prices
+from batchpilot.core.tokens import estimate_input_tokens, request_segments
+
+HANDFUL = 10
+AGENTS_MAX = 100
+WAVE_SIZE = 10
+SECONDS_PER_WAVE = 90
+HEADLESS_PARALLEL = 4
+SECONDS_PER_HEADLESS_ITEM = 45
+BATCH_TYPICAL_SECONDS = 3600
+BATCH_MAX_SECONDS = 24 * 3600
+DEFAULT_OUTPUT_SHARE = 0.25
+# Direct-mode time assumes these account limits (a modest tier); actual limits are read from the API later.
+ASSUMED_RPM = 1000
+ASSUMED_ITPM = 450_000
+ASSUMED_OTPM = 90_000
+ASSUMED_LATENCY = 20.0
+DIRECT_CONCURRENCY = 16
+
+
+def cached_prefix_tokens(params: dict) -> int:
+    """Tokens up to and including the last block that carries cache_control (0 when none)."""
+    total, upto = 0, 0
+    for seg in request_segments(params):
+        total += seg.tokens
+        if seg.cache_ttl:
+            upto = total
+    return upto
+
+
+@dataclass
+class Tally:
+    """Running token totals over a job's requests."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    prefix_tokens: int = 0  # cacheable shared prefix of one request
+    max_output_tokens: int = 0
+
+    def add(self, params: dict, output_estimate: int, input_tokens: int | None = None) -> None:
+        self.requests += 1
+        self.input_tokens += input_tokens if input_tokens is not None else estimate_input_tokens(params)
+        self.output_tokens += min(output_estimate, int(params.get("max_tokens", output_estimate)))
+        self.max_output_tokens += int(params.get("max_tokens", 0))
+        self.prefix_tokens = max(self.prefix_tokens, cached_prefix_tokens(params))
+
+
+@dataclass
+class Mode:
+    name: str
+    cost_usd: float | None
+    seconds: float
+    note: str
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        cost = None if self.cost_usd is None else round(self.cost_usd, 4)
+        return {"cost_usd": cost, "expected_seconds": round(self.seconds), "note": self.note, **self.extra}
+
+
+def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
+    """Cost and duration per mode for the tallied job."""
+    per = 1_000_000
+    direct = direct_cached = batch = cached = None
+
+    def with_cache(write_multiplier: float) -> float:
+        """Standard-price cost with the prefix written once at this multiplier and read by the other requests."""
+        reads = t.requests - 1
+        prefix_cost = t.prefix_tokens * prices.input * (write_multiplier + reads * prices.read_multiplier)
+        rest = (t.input_tokens - t.prefix_tokens * t.requests) * prices.input
+        return (prefix_cost + rest + t.output_tokens * prices.output) / per
+
+    if prices is not None:
+        direct = (t.input_tokens * prices.input + t.output_tokens * prices.output) / per
+        batch = direct * BATCH_DISCOUNT
+        if t.prefix_tokens and t.requests:
+            # The TTL follows the mode (requests.cache_ttl_for_mode), and so does the write price.
+            direct_cached = with_cache(CACHE_WRITE_5M)
+            cached = with_cache(CACHE_WRITE_1H) * BATCH_DISCOUNT
+        else:
+            direct_cached, cached = direct, batch
+    direct_seconds = max(
+        t.requests / ASSUMED_RPM * 60,
+        t.input_tokens / ASSUMED_ITPM * 60,
+        t.output_tokens / ASSUMED_OTPM * 60,
+        math.ceil(t.requests / DIRECT_CONCURRENCY) * ASSUMED_LATENCY,
+    )
+    plan_note = "billed to your Claude Code plan (subscription usage), no per-token charge"
+    return {
+        "direct": Mode("direct", direct, direct_seconds,
+                       f"standard price; time assumes {ASSUMED_RPM} requests/min and {ASSUMED_ITPM:,} input tokens/min"),
+        "direct_cached": Mode("direct_cached", direct_cached, direct_seconds,
+                              "standard price, shared instructions written once to the 5-minute cache and read by every other "
+                              "request (what direct mode sends)" if t.prefix_tokens
+                              else "the shared instructions are below the model's minimum cacheable length"),
+        "batch": Mode("batch", batch, BATCH_TYPICAL_SECONDS, "50% price; most batches end within 1 hour, at most 24 hours",
+                      {"max_seconds": BATCH_MAX_SECONDS}),
+        "batch_cached": Mode("batch_cached", cached, BATCH_TYPICAL_SECONDS,
+                             "50% price, shared instructions written once to the 1-hour cache and read by every other request"
+                             if t.prefix_tokens else "the shared instructions are below the model's minimum cacheable length",
+                             {"max_seconds": BATCH_MAX_SECONDS}),
+        "agents": Mode("agents", None, math.ceil(t.requests / WAVE_SIZE) * SECONDS_PER_WAVE,
+                       f"Claude Code subagents in waves of {WAVE_SIZE}; {plan_note}"),
+        "headless": Mode("headless", None, math.ceil(t.requests / HEADLESS_PARALLEL) * SECONDS_PER_HEADLESS_ITEM,
+                         f"`claude -p` subprocesses, {HEADLESS_PARALLEL} at a time; {plan_note}"),
+    }
+
+
+def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool) -> tuple[str, str]:
+    """The mode to use and one sentence saying why."""
+    if dependent:
+        return "sequential", "the items depend on each other, so process them in order in one session instead of fanning out"
+    if needs_tools:
+        if items <= AGENTS_MAX:
+            return "agents", "the items need tools or file access, which Claude Code subagents have"
+        return "headless", f"the items need tools and there are more than {AGENTS_MAX}, too many waves for one session"
+    if items <= HANDFUL:
+        return "agents", f"only {items} item(s): subagents in one wave finish fastest with no API key or setup"
+    if urgent:
+        return "direct", "the job is time-critical, and concurrent Messages API calls finish in minutes at full price"
+    return "batch", f"{items} items and no deadline: the Message Batches API costs half and usually ends within an hour"
+
+
+def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, urgent: bool, dependent: bool, token_source: str) -> dict:
+    """The plan receipt's body."""
+    modes = mode_costs(t, prices)
+    mode, reason = recommend(t.requests, needs_tools, urgent, dependent)
+    return {
+        "items": t.requests,
+        "model": model,
+        "tokens": {
+            "input": t.input_tokens,
+            "output_estimate": t.output_tokens,
+            "output_max": t.max_output_tokens,
+            "shared_prefix": t.prefix_tokens,
+            "source": token_source,
+        },
+        "prices": None if prices is None else {"input_per_mtok": prices.input, "output_per_mtok": prices.output, "as_of": PRICES_AS_OF},
+        "modes": {name: m.as_dict() for name, m in modes.items()},
+        "recommended": {"mode": mode, "reason": reason},
+    }

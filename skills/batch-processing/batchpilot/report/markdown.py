@@ -1,0 +1,171 @@
+"""Report: a merged run → `report.md` and a self-contained `report.html` (no network, no external URLs).
+
+`write_report` merges first when `summary.json` is missing or older than `results.jsonl`, then streams
+`merged.jsonl` once, keeping at most REPORT_MAX_ITEMS item rows and REPORT_MAX_FINDINGS finding rows for
+the tables (the counts and the charts cover everything; the full data stays in merged.jsonl). The HTML page
+itself is built by `batchpilot.report.html`.
+
+Everything that came from an item or from the model is untrusted and is escaped on the way out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from batchpilot.report.exports import cell_text, findings_field, md_cell
+from batchpilot.core.files import atomic_stream
+from batchpilot.core.files import iter_jsonl, read_json
+from batchpilot.rundir.manifest import open_run
+from batchpilot.results.validate import schema_for_run
+
+REPORT_MAX_ITEMS = 5_000
+REPORT_MAX_FINDINGS = 20_000
+REPORT_MAX_TEXT = 400
+MD_MAX_FAILURES = 50
+
+
+def _stale(run_dir: Path) -> bool:
+    summary, merged, results = run_dir / "summary.json", run_dir / "merged.jsonl", run_dir / "results.jsonl"
+    if not summary.exists() or not merged.exists():
+        return True
+    return results.exists() and results.stat().st_mtime > summary.stat().st_mtime
+
+
+def _clip(value: Any, limit: int = REPORT_MAX_TEXT) -> Any:
+    """Text cut to `limit` characters; numbers stay numbers so the page sorts them as numbers."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = cell_text(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def headline_field(schema: dict, findings: str | None) -> str | None:
+    """The first top-level string property of the schema (e.g. `summary`): the items table shows it."""
+    for name, prop in (schema.get("properties") or {}).items():
+        if name != findings and isinstance(prop, dict) and prop.get("type") == "string":
+            return name
+    return None
+
+
+def collect(run_dir: Path, schema: dict) -> dict:
+    """The tables' data (capped) and the finding counts, from one pass over merged.jsonl."""
+    findings = findings_field(schema)
+    finding_schema = ((schema.get("properties") or {}).get(findings) or {}).get("items") or {} if findings else {}
+    finding_props = list(finding_schema.get("properties") or {})
+    enums = {p: s["enum"] for p, s in (finding_schema.get("properties") or {}).items() if isinstance(s, dict) and isinstance(s.get("enum"), list)}
+    headline = headline_field(schema, findings)
+    item_cols = ["custom_id", "status", "source"] + ([headline] if headline else []) + ([findings] if findings else []) + ["error", "attempts", "cost_usd"]
+    items: list[list] = []
+    found: list[list] = []
+    totals = Counter()
+    severity = Counter()
+    severity_key = "severity" if "severity" in finding_props else None
+    for merged in iter_jsonl(run_dir / "merged.jsonl"):
+        totals["items"] += 1
+        output = merged.get("output") if isinstance(merged.get("output"), dict) else None
+        error = merged.get("error") or {}
+        entries = output.get(findings) if output is not None and findings else None
+        entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+        totals["findings"] += len(entries)
+        for entry in entries:
+            if severity_key:
+                severity[str(entry.get(severity_key))] += 1
+            if len(found) < REPORT_MAX_FINDINGS:
+                found.append([merged.get("custom_id")] + [_clip(entry.get(p)) for p in finding_props])
+        if len(items) < REPORT_MAX_ITEMS:
+            row = [merged.get("custom_id"), merged.get("status"), _clip(merged.get("source"))]
+            if headline:
+                row.append(_clip(output.get(headline)) if output else None)
+            if findings:
+                row.append(len(entries))
+            row += [_clip(f"{error.get('type')}: {error.get('message')}") if error else "", merged.get("attempts"), merged.get("cost_usd")]
+            items.append(row)
+    return {
+        "items": {"columns": item_cols, "rows": items, "total": totals["items"], "enums": {"status": ["invalid", "errored", "expired", "canceled", "missing", "ok"]}},
+        "findings": {"columns": ["custom_id"] + finding_props, "rows": found, "total": totals["findings"], "enums": enums} if findings else None,
+        "severity": dict(severity),
+        "severity_order": enums.get("severity", []),
+    }
+
+
+def write_report(run_dir: Path, progress: Any = None) -> dict:
+    """Write report.md and report.html for a run (merging first if needed); return their paths."""
+    run_dir = Path(run_dir)
+    manifest = open_run(run_dir)
+    if _stale(run_dir):
+        from batchpilot.report.exports import EXPORTERS
+        from batchpilot.results.merge import merge_run
+
+        extra = [fmt for fmt, (name, _) in EXPORTERS.items() if (run_dir / name).exists()]  # keep exports current
+        merge_run(run_dir, ("jsonl", *extra), progress=progress)
+    summary = read_json(run_dir / "summary.json", "summary")
+    schema = schema_for_run(run_dir, manifest)
+    if progress:
+        progress.stage(f"writing the report of {run_dir} ...")
+    data = collect(run_dir, schema)
+    from batchpilot.report.html import render_html
+
+    with atomic_stream(run_dir / "report.md") as fh:
+        fh.write(render_md(manifest, summary, data))
+    with atomic_stream(run_dir / "report.html") as fh:
+        fh.write(render_html(manifest, summary, data))
+    return {"report.md": str(run_dir / "report.md"), "report.html": str(run_dir / "report.html")}
+
+
+def _money(value: Any) -> str:
+    return "unknown (no price for this model)" if value is None else f"${value:,.4f}"
+
+
+def render_md(manifest: dict, summary: dict, data: dict) -> str:
+    """The Markdown report: header, status counts, cost and tokens, findings by severity, failures."""
+    template = manifest.get("template") or {}
+    lines = [
+        f"# Batch report: {md_cell(template.get('name'))}",
+        "",
+        f"- Model: {md_cell(manifest.get('model'))} · output style {md_cell(manifest.get('output_style'))} · "
+        f"modes: {md_cell(', '.join(summary.get('by_mode') or {}) or 'none yet')}",
+        f"- Prepared {md_cell(manifest.get('created_at'))}; results from {md_cell(summary['duration'].get('first_result_at'))} "
+        f"to {md_cell(summary['duration'].get('last_result_at'))}; merged {md_cell(summary.get('merged_at'))}",
+        f"- Items: {summary['items']} · result records: {summary['result_records']} · unknown results ignored: {summary['unknown_results']}",
+        "",
+        "## Status",
+        "",
+        "| status | items | share |",
+        "|---|---:|---|",
+    ]
+    total = summary["items"] or 1
+    for status, n in summary["counts"].items():
+        lines.append(f"| {status} | {n} | {'█' * round(20 * n / total)} {100 * n / total:.1f}% |")
+    usage = summary["usage"]
+    savings = summary.get("savings_usd") or {}
+    lines += [
+        "",
+        "## Cost and tokens",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| cost | {_money(summary.get('cost_usd'))} |",
+        f"| at standard prices (no batch, no caching) | {_money(summary.get('standard_cost_usd'))} |",
+        f"| saved by batch | {_money(savings.get('batch'))} |",
+        f"| saved by prompt caching | {_money(savings.get('caching'))} |",
+        *(f"| {k.replace('_', ' ')} | {v:,} |" for k, v in usage.items()),
+    ]
+    if summary.get("usage_unknown_attempts"):
+        lines.append(f"| billed attempts without usage (cost unknown) | {summary['usage_unknown_attempts']} |")
+    if data.get("findings"):
+        lines += ["", f"## Findings: {data['findings']['total']}", "", "| severity | findings |", "|---|---:|"]
+        order = data["severity_order"] + sorted(set(data["severity"]) - set(data["severity_order"]))
+        lines += [f"| {md_cell(s)} | {data['severity'][s]} |" for s in order if s in data["severity"]]
+    failures = summary.get("failures") or []
+    if failures:
+        lines += ["", f"## Failures: {summary['failures_total']}", "", "| item | status | reason |", "|---|---|---|"]
+        lines += [f"| {md_cell(f['custom_id'])} | {f['status']} | {md_cell(_clip(f['message']))} |" for f in failures[:MD_MAX_FAILURES]]
+        if summary["failures_total"] > MD_MAX_FAILURES:
+            lines.append(f"\n{summary['failures_total'] - MD_MAX_FAILURES} more in merged.jsonl (every record whose status is not ok).")
+    lines += ["", "## Files", "", "- `merged.jsonl`: one record per item, in input order", "- `summary.json`: the figures above",
+              "- `report.html`: this report with sortable, filterable tables", ""]
+    if summary.get("next") and not summary["next"].startswith("batchpilot report"):
+        lines += [f"Next: `{summary['next']}`", ""]
+    return "\n".join(lines)

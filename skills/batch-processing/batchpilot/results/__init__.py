@@ -1,0 +1,1 @@
+"""Results: extract and validate answers, judge each result, select retries, repair, merge, summarise."""

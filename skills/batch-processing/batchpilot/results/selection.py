@@ -1,0 +1,225 @@
+"""Retry rounds: classify every item's latest outcome and resubmit only what a retry can fix.
+
+Categories of an item's latest result record (the highest `attempt`, then the later line):
+
+* `ok` — succeeded;
+* retryable — errored with `api_error`, `overloaded_error`, `rate_limit_error` or `timeout_error`;
+  `expired`; `missing` (no result at all, e.g. a batch whose results were lost or never submitted);
+* permanent — errored with `invalid_request_error`, `not_found_error`, `permission_error`,
+  `authentication_error`, `billing_error` (or any type not listed above): a retry would fail the same way;
+* `canceled` — retried only when asked (`--only canceled`).
+
+* `invalid` — succeeded, but merge rejects the answer (SELECTORS below); counted apart from `ok` when selected.
+
+A round is a file `rounds/round-N.jsonl` holding the selected items' request lines (same custom_ids,
+allowed across batches): the original lines, except the follow-ups of `invalid` items (journaled as
+`round_rewritten`, with how many were repaired each way). It is sharded and submitted like round 1.
+Rounds stop at `max_rounds`, or when the previous retry round turned no item `ok` (no progress), or at an
+account-level failure: any `billing_error`, a credit-balance message, or one authentication/permission
+error on every line of the round. That stops the job with the API's message instead of resubmitting into the same wall.
+
+Extension point: `SELECTORS` maps a `--only` word to a function `(run_dir) -> {custom_id: category}` for
+selections that need more than the API's outcome, and `REWRITERS` maps a category to a function
+`(run_dir) -> ((custom_id, request line) -> request line)` for items whose round line is not the original.
+`invalid` is registered in both: answers merge would reject (no usable JSON, or JSON that breaks the schema)
+are re-asked with the previous answer and the validator's message (`repair.py`). The `retry` command selects
+`invalid` by default; `run` does not (its rounds resend failed requests unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.executors.batch.state import RunState
+from batchpilot.rundir.journal import journal
+from batchpilot.executors.batch.shards import custom_id_of
+
+RETRYABLE_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
+PERMANENT_ERRORS = frozenset({"invalid_request_error", "not_found_error", "permission_error",
+                              "authentication_error", "billing_error"})
+DEFAULT_SELECTION = frozenset(RETRYABLE_ERRORS | {"expired", "missing"})
+DEFAULT_MAX_ROUNDS = 4
+ACCOUNT_MESSAGE = re.compile(r"credit balance|billing|payment|spend limit", re.IGNORECASE)
+RETRY_DEFAULT = frozenset(DEFAULT_SELECTION | {"invalid"})  # `retry` without --only
+
+
+def _select_invalid(run_dir: Path) -> dict[str, str]:
+    from batchpilot.results.repair import select_invalid
+
+    return select_invalid(run_dir)
+
+
+def _repair_invalid(run_dir: Path) -> Callable[[str, bytes], bytes]:
+    from batchpilot.results.repair import Repairer
+
+    return Repairer(run_dir)
+
+
+SELECTORS: dict[str, Callable[[Path], dict[str, str]]] = {"invalid": _select_invalid}
+REWRITERS: dict[str, Callable[[Path], Callable[[str, bytes], bytes]]] = {"invalid": _repair_invalid}
+
+_HEAD = re.compile(rb'^\{"custom_id":"([A-Za-z0-9_-]{1,64})","result":\{"type":"([a-z_]+)"')
+_ATTEMPT = re.compile(rb',"attempt":(\d+),"mode":"[a-z]+","at":"[^"]*","batch_id":"[^"]*"\}$')
+
+
+@dataclass
+class Classification:
+    """Items by category (`ok`, an error type, `expired`, `canceled`, `missing`), and the selected ids."""
+
+    counts: Counter = field(default_factory=Counter)
+    selected: dict[str, str] = field(default_factory=dict)  # custom_id -> category
+
+    @property
+    def ok(self) -> int:
+        return self.counts["ok"]
+
+
+def parse_only(only: str | None) -> frozenset[str]:
+    """`--only` words → categories. Without `--only`: retryable and invalid. `retryable` is DEFAULT_SELECTION;
+    error types, expired, missing, canceled, `errored` (every error type) and the words in SELECTORS
+    (`invalid`) may be named."""
+    if not only:
+        return RETRY_DEFAULT
+    words: set[str] = set()
+    for raw in only.split(","):
+        word = raw.strip()
+        if not word:
+            continue
+        if word == "retryable":
+            words |= DEFAULT_SELECTION
+        elif word == "errored":
+            words |= RETRYABLE_ERRORS | PERMANENT_ERRORS | {"errored"}
+        elif word in RETRYABLE_ERRORS | PERMANENT_ERRORS | {"expired", "missing", "canceled"} or word in SELECTORS:
+            words.add(word)
+        else:
+            raise BatchpilotError(f"--only {word!r} is not a result type",
+                                  "use retryable, invalid, expired, missing, canceled, errored, or an error type such as "
+                                  "overloaded_error or billing_error (comma-separated)")
+    return frozenset(words)
+
+
+def _latest(run_dir: Path) -> dict[str, tuple[int, str]]:
+    """custom_id -> (attempt, category) of its latest record in results.jsonl."""
+    latest: dict[str, tuple[int, str]] = {}
+    path = run_dir / "results.jsonl"
+    if not path.exists():
+        return latest
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # a torn tail from a killed append (fetch truncates it before recording again)
+            line = line.rstrip()
+            head, tail = _HEAD.match(line), _ATTEMPT.search(line)
+            if head and tail and head.group(2) != b"errored":
+                custom_id, kind, attempt = head.group(1).decode(), head.group(2).decode(), int(tail.group(1))
+            else:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                result = rec.get("result") or {}
+                custom_id, kind = rec.get("custom_id"), result.get("type")
+                attempt = rec.get("attempt") if isinstance(rec.get("attempt"), int) else 0
+                if kind == "errored":
+                    err = result.get("error") or {}
+                    inner = err.get("error") if isinstance(err.get("error"), dict) else err
+                    kind = str(inner.get("type") or "unknown_error")
+            category = "ok" if kind == "succeeded" else str(kind)
+            old = latest.get(custom_id)
+            if old is None or attempt >= old[0]:
+                latest[custom_id] = (attempt, category)
+    return latest
+
+
+def classify(run_dir: Path, selection: frozenset[str] = DEFAULT_SELECTION) -> Classification:
+    """Every item of the run (requests.jsonl order) by latest outcome; the ones in `selection` selected.
+
+    An item a selector picks is counted under the selector's category (an `invalid` answer is not `ok`)."""
+    run_dir = Path(run_dir)
+    latest = _latest(run_dir)
+    out = Classification()
+    extra: dict[str, str] = {}
+    for word in selection & set(SELECTORS):
+        extra.update(SELECTORS[word](run_dir))
+    errored_all = "errored" in selection
+    with open(run_dir / "requests.jsonl", "rb") as fh:
+        for line in fh:
+            custom_id = custom_id_of(line)
+            category = extra.get(custom_id) or latest.get(custom_id, (0, "missing"))[1]
+            out.counts[category] += 1
+            if custom_id in extra:
+                out.selected[custom_id] = extra[custom_id]
+            elif category in selection or (errored_all and category not in ("ok", "expired", "canceled", "missing")):
+                out.selected[custom_id] = category
+    return out
+
+
+def account_failure(state: RunState, round_: int) -> tuple[str, str] | None:
+    """(error type, API message) when a round's lines show an account-level failure, else None."""
+    errors: Counter = Counter()
+    messages: dict[str, str] = {}
+    lines = 0
+    for batch in state.batches.values():
+        if batch.round != round_ or not batch.recorded:
+            continue
+        lines += batch.recorded.get("lines", 0)
+        errors.update(batch.recorded.get("errors") or {})
+        for etype, msg in (batch.recorded.get("messages") or {}).items():
+            messages.setdefault(etype, msg)
+    if errors.get("billing_error"):
+        return "billing_error", messages.get("billing_error", "")
+    for etype, msg in messages.items():
+        if ACCOUNT_MESSAGE.search(msg or ""):
+            return etype, msg
+    for etype in ("authentication_error", "permission_error"):
+        if lines and errors.get(etype) == lines:
+            return etype, messages.get(etype, "")
+    return None
+
+
+def write_round_file(run_dir: Path, round_: int, selected: dict[str, str], prefix: str = "round") -> str:
+    """Write the selected items' request lines into rounds/<prefix>-N.jsonl (atomic); return its relative path.
+
+    A line is the original request, or for a category in REWRITERS (`invalid`) the rewritten one."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "rounds"
+    folder.mkdir(exist_ok=True)
+    rel = f"rounds/{prefix}-{round_}.jsonl"
+    tmp = folder / f".{prefix}-{round_}.jsonl.tmp"
+    rewrite = {c: REWRITERS[c](run_dir) for c in set(selected.values()) & set(REWRITERS)}
+    with open(run_dir / "requests.jsonl", "rb") as src, open(tmp, "wb") as dst:
+        for line in src:
+            custom_id = custom_id_of(line)
+            category = selected.get(custom_id)
+            if category is None:
+                continue
+            line = line if line.endswith(b"\n") else line + b"\n"
+            if category in rewrite:
+                line = rewrite[category](custom_id, line)
+            dst.write(line)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, run_dir / rel)
+    for category, fn in rewrite.items():
+        counts = getattr(fn, "counts", None)
+        if counts:
+            journal(run_dir, "round_rewritten", source=rel, category=category, how=dict(sorted(counts.items())))
+    return rel
+
+
+def account_error(etype: str, message: str) -> BatchpilotError:
+    hints = {
+        "billing_error": "add credits or fix billing in the Claude Console, then `batchpilot retry RUN --only errored`",
+        "authentication_error": "check ANTHROPIC_API_KEY, then `batchpilot retry RUN --only errored`",
+        "permission_error": "this key may not use the model or feature; change it, then retry with --only errored",
+    }
+    return BatchpilotError(f"the API refused the whole job ({etype}): {message}",
+                           hints.get(etype, "fix the account (billing or credits), then `batchpilot retry RUN --only errored`"))
+

@@ -1,0 +1,162 @@
+"""Creating a run directory (DESIGN.md, "The run directory").
+
+`create_run` streams items through the template into `items.jsonl` and `requests.jsonl` inside a hidden
+sibling directory and renames it into place only when complete, so a failed or killed `prepare` leaves no
+half-written run. Re-preparing into an existing run is allowed only with identical inputs (same template
+content, variables, model, options and items): then it is a no-op.
+
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+from batchpilot.core import crash
+from batchpilot.version import __version__
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.clock import now_iso
+from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, read_json
+from batchpilot.prepare.items import Item, describe_skipped, items_fingerprint_update
+from batchpilot.prepare.build import RequestBuilder
+from batchpilot.rundir.manifest import FORMAT_VERSION
+
+RUNS_HOME = Path(".batchpilot") / "runs"
+
+
+def default_run_dir(template_name: str) -> Path:
+    """`.batchpilot/runs/<timestamp>-<template>` under the current directory."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = RUNS_HOME / f"{stamp}-{template_name}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return candidate
+
+
+@dataclass
+class PrepareResult:
+    """What `create_run` did: the run directory, counts, and whether it already existed unchanged."""
+
+    run_dir: Path
+    item_count: int
+    skipped: Counter = field(default_factory=Counter)
+    unchanged: bool = False
+    manifest: dict = field(default_factory=dict)
+
+
+def _inputs_digest(settings: dict) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    h.update(dumps(settings).encode())
+    return h
+
+
+def _fingerprint_only(items: Iterable[Item], settings: dict) -> str:
+    h = _inputs_digest(settings)
+    for item in items:
+        items_fingerprint_update(h, item)
+    return "sha256:" + h.hexdigest()
+
+
+def create_run(
+    run_dir: Path,
+    items: Iterable[Item],
+    skipped_log: list,
+    builder: RequestBuilder,
+    settings: dict,
+    manifest_extra: dict,
+) -> PrepareResult:
+    """Write a complete run directory atomically, or recognise an identical existing one.
+
+    `settings` (template hash, variables, model, options) and the items determine the run's inputs hash.
+    `skipped_log` is filled by the item loader as it goes (source, reason, detail tuples).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        return _reprepare(run_dir, items, skipped_log, settings)
+    parent = run_dir.parent
+    tmp = parent / f".{run_dir.name}.partial-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_partials(parent, run_dir.name)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise BatchpilotError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}",
+                              "pass a --run path in a writable directory (its parent must be a directory)") from None
+    try:
+        h = _inputs_digest(settings)
+        count = 0
+        with open(tmp / "items.jsonl", "w", encoding="utf-8") as items_fh, open(tmp / "requests.jsonl", "w", encoding="utf-8") as req_fh:
+            for item in items:
+                items_fingerprint_update(h, item)
+                items_fh.write(dumps(item.manifest()) + "\n")
+                req_fh.write(dumps(builder.request(item)) + "\n")
+                count += 1
+            crash.point("prepare-after-items")
+            for fh in (items_fh, req_fh):
+                fh.flush()
+                os.fsync(fh.fileno())
+        skipped = Counter(reason for _, reason, _ in skipped_log)
+        if count == 0:
+            raise BatchpilotError(f"no items to process ({describe_skipped(skipped_log)})",
+                                  "point --items at text files or records with content")
+        append_jsonl(tmp / "skipped.jsonl", ({"source": s, "reason": r, "detail": d} for s, r, d in skipped_log))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "batchpilot_version": __version__,
+            "created_at": now_iso(),
+            **manifest_extra,
+            "item_count": count,
+            "skipped": dict(sorted(skipped.items())),
+            "inputs_hash": "sha256:" + h.hexdigest(),
+        }
+        # The schema travels with the run, so merge can validate even if the template directory moves.
+        atomic_write_json(tmp / "schema.json", builder.template.schema)
+        atomic_write_json(tmp / "run.json", manifest)
+        append_jsonl(tmp / "journal.jsonl", [{"at": now_iso(), "event": "prepared", "items": count}])
+        crash.point("prepare-before-rename")
+        os.rename(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareResult(run_dir, count, skipped, False, manifest)
+
+
+def _remove_dead_partials(parent: Path, name: str) -> None:
+    """Remove the `.<name>.partial-<pid>` directories of prepares that were killed (their process is gone)."""
+    for stale in parent.glob(f".{glob.escape(name)}.partial-*"):
+        pid = stale.name.rpartition("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # alive under another user, or not ours to judge
+
+
+def _reprepare(run_dir: Path, items: Iterable[Item], skipped_log: list, settings: dict) -> PrepareResult:
+    manifest_path = run_dir / "run.json"
+    if not manifest_path.is_file():
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            raise BatchpilotError(f"{run_dir} exists and is empty", "remove it, or pass a new --run directory")
+        raise BatchpilotError(f"{run_dir} exists and is not a batchpilot run", "pass a new --run directory")
+    manifest = read_json(manifest_path, "run manifest")
+    digest = _fingerprint_only(items, settings)
+    if digest != manifest.get("inputs_hash"):
+        raise BatchpilotError(
+            f"{run_dir} was prepared from different inputs (template, items, model or options changed)",
+            "pass a new --run directory, or delete the old run if you no longer need it",
+        )
+    return PrepareResult(run_dir, int(manifest.get("item_count", 0)), Counter(manifest.get("skipped") or {}), True, manifest)
