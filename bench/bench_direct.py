@@ -1,23 +1,32 @@
 #!/usr/bin/env python3
-"""Benchmark the direct executor against a naive baseline on the same rate-limited workload.
+"""Benchmark the direct executor against a naive baseline on the same rate-limited workloads.
 
 Usage:
-    python bench/bench_direct.py            # 1,200 items at 600 RPM (about 2 minutes per executor)
-    python bench/bench_direct.py --quick    # 300 items at 1,200 RPM (about 15 s per executor)
-    python bench/bench_direct.py --items 600 --rpm 600
+    python bench/bench_direct.py            # 1,200 items at 600 RPM, then 600 at 240,000 ITPM (about 2.7 minutes per executor)
+    python bench/bench_direct.py --quick    # 300 items at 1,200 RPM, then 300 at 360,000 ITPM (about 30 s per executor)
+    python bench/bench_direct.py --items 600 --rpm 600 --token-items 300 --itpm 240000
 
-Workload: tiny requests (the request bucket binds), 0.3 s model latency, concurrency ceiling 32 for both.
-Each executor gets its own emulator process (`python -m batchpilot emulate --rpm N --latency L --log F`),
-whose request bucket is emptied first: a token bucket starts full (one minute's burst), which would hide
-how a client behaves at the limit, and a job that runs right after another one starts empty anyway.
+Two workloads, each with 0.3 s model latency and a concurrency ceiling of 32 for both executors:
+
+* requests: tiny requests, so the request bucket (`--rpm`) binds;
+* input tokens: items of about 260 input tokens (`--token-items`) against `--itpm`, requests unlimited, so
+  the input-token bucket binds.
+
+Each executor gets its own emulator process (`python -m batchpilot emulate --rpm N --latency L --log F`, or
+`--itpm N`), whose binding bucket is emptied first: a token bucket starts full (one minute's burst), which
+would hide how a client behaves at the limit, and a job that runs right after another one starts empty anyway.
+The request bucket is emptied from many connections until the first 429; the input-token bucket by one
+request as large as the whole bucket.
 
 * direct: `batchpilot.executors.direct.executor.run_direct` (client-side buckets, headers, retry-after, SDK retries off);
 * naive: `asyncio.gather` over an `asyncio.Semaphore(32)` with the SDK's default retries (2, honouring
   retry-after); an item whose retries run out is a failure.
 
 Measured from each emulator's request log: completion time, requests sent per item, 429s, and utilisation
-= requests answered 200 / (the bucket's remaining at the start + RPM/60 × the run's duration).
-Prints one JSON object.
+= units answered 200 / (the bucket's remaining at the start + limit/60 × the run's duration), the units being
+requests or input tokens. The direct executor is given no limits: it learns them from the response headers
+(its receipt's `limits` are reported). Prints one JSON object: the request workload at the top level
+(`workload`, `direct`, `naive`), the input-token one under `input_tokens`.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +55,11 @@ CONCURRENCY = 32
 LATENCY = 0.3
 HEADERS = {"content-type": "application/json", "x-api-key": "bench", "anthropic-version": "2023-06-01"}
 DRAIN_BODY = {"model": "claude-haiku-4-5", "max_tokens": 4, "messages": [{"role": "user", "content": "drain"}]}
+TOKEN_PAD = 700  # characters of filler per item in the input-token workload: about 260 input tokens a request
 
 
-def start_emulator(rpm: int, log: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "batchpilot", "emulate", "--port", "0", "--rpm", str(rpm),
+def start_emulator(limit_flag: str, limit: int, log: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "batchpilot", "emulate", "--port", "0", limit_flag, str(limit),
                              "--latency", str(LATENCY), "--log", str(log)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True)
     return proc, json.loads(proc.stdout.readline())["base_url"]
@@ -83,7 +94,24 @@ def drain(url: str, threads: int = 100) -> int:
     return min(remaining)
 
 
-def prepare(workdir: Path, items: int) -> Path:
+def drain_input_tokens(url: str, itpm: int) -> int:
+    """Empty the input-token bucket with one request of more tokens than it holds (it waits for a full bucket
+    and takes all of it). Returns the input tokens remaining on its answer (about 0)."""
+    parsed = urlparse(url)
+    body = dict(DRAIN_BODY, messages=[{"role": "user", "content": "x" * (itpm * 4 + 100)}])
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    try:
+        conn.request("POST", "/v1/messages", json.dumps(body), HEADERS)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"Error: the input-token drain got HTTP {response.status}")
+        return int(response.getheader("anthropic-ratelimit-input-tokens-remaining") or 0)
+    finally:
+        conn.close()
+
+
+def prepare(workdir: Path, items: int, pad: int = 0) -> Path:
     tdir = workdir / "tiny"
     tdir.mkdir()
     (tdir / "template.json").write_text(json.dumps({"name": "tiny", "description": "Label one short item.",
@@ -92,7 +120,8 @@ def prepare(workdir: Path, items: int) -> Path:
     (tdir / "user.md").write_text("Item {{item.id}}: {{item.content}}\n")
     (tdir / "schema.json").write_text(json.dumps({"type": "object", "properties": {"label": {"type": "string"}}}))
     source = workdir / "items.jsonl"
-    source.write_text("".join(json.dumps({"id": f"item-{i:05d}", "content": f"record {i}"}) + "\n" for i in range(items)))
+    source.write_text("".join(json.dumps({"id": f"item-{i:05d}", "content": f"record {i} " + "x" * pad}) + "\n"
+                              for i in range(items)))
     run = workdir / "run"
     subprocess.run([sys.executable, "-m", "batchpilot", "prepare", "--template", str(tdir), "--items", str(source),
                     "--mode", "direct", "--run", str(run)], check=True, env=ENV, cwd=workdir, capture_output=True)
@@ -106,7 +135,8 @@ def run_ours(run: Path, url: str) -> dict:
 
     client = anthropic.AsyncAnthropic(base_url=url, api_key="bench", max_retries=0)
     receipt = run_direct(run, client, concurrency=CONCURRENCY)
-    return {"succeeded": receipt["counts"]["succeeded"], "failed": sum(receipt["counts"]["errored"].values())}
+    return {"succeeded": receipt["counts"]["succeeded"], "failed": sum(receipt["counts"]["errored"].values()),
+            "limits": receipt["limits"]}
 
 
 def run_naive(run: Path, url: str) -> dict:
@@ -137,28 +167,46 @@ def log_time(entry: dict) -> float:
     return datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
 
 
-def measure(entries: list[dict], since: float, initial: int, rpm: int, items: int) -> dict:
-    """Figures from the emulator's log lines of one run; the window opens at the drain's first 429 (`since`), when the bucket was empty."""
+def request_units(entry: dict) -> int:
+    return 1
+
+
+def input_token_units(entry: dict) -> int:
+    return entry["usage"]["input_tokens"] + entry["usage"]["cache_creation_input_tokens"]
+
+
+def measure(entries: list[dict], since: float, initial: int, per_minute: int, items: int,
+            units: Callable[[dict], int]) -> dict:
+    """Figures from the emulator's log lines of one run; the window opens when the drain left the bucket empty
+    (`since`, with `initial` units remaining). `units(entry)` is what one answer used of the binding limit."""
     messages = [e for e in entries if e["path"] == "/v1/messages"]
     statuses = Counter(e["status"] for e in messages)
-    permitted = initial + rpm / 60 * (log_time(messages[-1]) - since)
+    permitted = initial + per_minute / 60 * (log_time(messages[-1]) - since)
+    used = sum(units(e) for e in messages if e["status"] == 200)
     return {"requests_sent": len(messages), "requests_per_item": round(len(messages) / items, 3),
             "http_429": statuses.get(429, 0), "share_429": round(statuses.get(429, 0) / len(messages), 4),
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "utilisation": round(statuses.get(200, 0) / permitted, 4)}
+            "units_used": used, "utilisation": round(used / permitted, 4)}
 
 
-def bench(name: str, items: int, rpm: int) -> dict:
+def bench(name: str, items: int, binding: str, limit: int) -> dict:
+    """One executor (`direct` or `naive`) over `items` items with `binding` ("requests" or "input_tokens") at `limit` per minute."""
     with tempfile.TemporaryDirectory(prefix="bench-direct-") as tmp:
         workdir = Path(tmp)
-        run = prepare(workdir, items)
+        run = prepare(workdir, items, pad=TOKEN_PAD if binding == "input_tokens" else 0)
         log = workdir / "emulator.log"
-        proc, url = start_emulator(rpm, log)
+        proc, url = start_emulator("--rpm" if binding == "requests" else "--itpm", limit, log)
         try:
-            initial = drain(url)
-            time.sleep(LATENCY * 2)  # the drain's last requests finish and are logged
-            drained = [json.loads(line) for line in log.read_text().splitlines()]
-            since, skip = min(log_time(e) for e in drained if e["status"] == 429), len(drained)
+            if binding == "requests":
+                initial = drain(url)
+                time.sleep(LATENCY * 2)  # the drain's last requests finish and are logged
+                drained = [json.loads(line) for line in log.read_text().splitlines()]
+                since = min(log_time(e) for e in drained if e["status"] == 429)
+            else:
+                initial = drain_input_tokens(url, limit)
+                drained = [json.loads(line) for line in log.read_text().splitlines()]
+                since = log_time(drained[-1])
+            skip = len(drained)
             started = time.perf_counter()
             outcome = (run_ours if name == "direct" else run_naive)(run, url)
             seconds = time.perf_counter() - started
@@ -166,8 +214,9 @@ def bench(name: str, items: int, rpm: int) -> dict:
             proc.terminate()
             proc.wait(timeout=10)
         entries = [json.loads(line) for line in log.read_text().splitlines()[skip:]]
-        return {"seconds": round(seconds, 2), "all_succeeded": outcome["succeeded"] == items, **outcome, **measure(entries, since, initial, rpm, items),
-                "ideal_seconds": round(max(0, items - initial) / (rpm / 60), 1)}
+        figures = measure(entries, since, initial, limit, items, request_units if binding == "requests" else input_token_units)
+        return {"seconds": round(seconds, 2), "all_succeeded": outcome["succeeded"] == items, **outcome, **figures,
+                "ideal_seconds": round(max(0, figures["units_used"] - initial) / (limit / 60), 1)}
 
 
 def main() -> None:
@@ -175,14 +224,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 items at 1,200 RPM instead of 1,200 at 600")
     parser.add_argument("--items", type=int, default=None, help="items per executor (overrides --quick)")
     parser.add_argument("--rpm", type=int, default=None, help="the emulated account's requests per minute (overrides --quick)")
+    parser.add_argument("--token-items", type=int, default=None,
+                        help="items per executor in the input-token workload (overrides --quick)")
+    parser.add_argument("--itpm", type=int, default=None,
+                        help="the emulated account's input tokens per minute in that workload (overrides --quick)")
     args = parser.parse_args()
-    items, rpm = (300, 1200) if args.quick else (1200, 600)
+    items, rpm, token_items, itpm = (300, 1200, 300, 360_000) if args.quick else (1200, 600, 600, 240_000)
     items, rpm = args.items or items, args.rpm or rpm
-    report = {"quick": args.quick, "workload": {"items": items, "rpm": rpm, "latency_s": LATENCY,
-                                                "concurrency": CONCURRENCY, "bucket_at_start": "empty"},
-              "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    token_items, itpm = args.token_items or token_items, args.itpm or itpm
+    common = {"latency_s": LATENCY, "concurrency": CONCURRENCY, "bucket_at_start": "empty"}
+    report: dict = {"quick": args.quick, "workload": {"items": items, "rpm": rpm, **common},
+                    "cpus": os.cpu_count(), "python": sys.version.split()[0]}
     for name in ("direct", "naive"):
-        report[name] = bench(name, items, rpm)
+        report[name] = bench(name, items, "requests", rpm)
+    tokens: dict = {"workload": {"items": token_items, "itpm": itpm, "item_padding_chars": TOKEN_PAD, **common}}
+    for name in ("direct", "naive"):
+        tokens[name] = bench(name, token_items, "input_tokens", itpm)
+    report["input_tokens"] = tokens
     print(json.dumps(report, indent=2))
 
 

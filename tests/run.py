@@ -7,7 +7,8 @@ Needs only `python3` (>= 3.10) and access to the package registries. It prepares
 * `.venv-sdk1/`  the 1.x `anthropic` SDK, so the emulator is tested against both SDK generations;
 * `.tools/`      the npm tools the tests drive (the Claude Code CLI and `playbooks`), when `npm` exists.
 
-Then it runs pytest in `.venv`. A run that executes no test fails.
+Then it runs pytest in `.venv`. A run that executes no test fails. `bench/run_all.py` prepares `.venv/` with
+`ensure_project_venv` from here, so the tests and the benchmarks share one environment.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SKILL = ROOT / "skills" / "batch-processing"
 SDK1 = "anthropic==1.17.0"
 NPM_TOOLS = ["@anthropic-ai/claude-code@2.1.197", "playbooks@0.1.20"]
 
@@ -53,6 +55,28 @@ def ensure_venv(venv: Path, packages: list[str], key: str) -> Path:
     return python
 
 
+def ensure_project_venv() -> Path:
+    """`.venv/` with the project installed in editable mode and its test tools; returns its Python.
+
+    Reinstalled when pyproject.toml changes (its digest is the stamp).
+    """
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    python = ensure_venv(ROOT / ".venv", ["-e", f"{ROOT}[test]"], key)
+    remove_build_leftovers()
+    return python
+
+
+def remove_build_leftovers() -> None:
+    """Delete build output an older install wrote into the skill folder, which an install of the skill would copy.
+
+    pyproject.toml sends setuptools' egg-info to the repository root (`[tool.distutils.egg_info]`); a checkout
+    installed with an older pyproject.toml may still hold `batchpilot.egg-info/` (or `build/`) next to the package.
+    """
+    for leftover in [*SKILL.glob("*.egg-info"), SKILL / "build"]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+
+
 def ensure_npm_tools(tools: Path) -> Path | None:
     npm = shutil.which("npm")
     if npm is None:
@@ -71,9 +95,7 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 10):
         print("Error: Python 3.10 or newer is needed", file=sys.stderr)
         return 1
-    pyproject = (ROOT / "pyproject.toml").read_bytes()
-    key = hashlib.sha256(pyproject).hexdigest()
-    python = ensure_venv(ROOT / ".venv", ["-e", f"{ROOT}[test]"], key)
+    python = ensure_project_venv()
     sdk1_python = ensure_venv(ROOT / ".venv-sdk1", [SDK1], SDK1)
     tool_bin = ensure_npm_tools(ROOT / ".tools")
     env = dict(os.environ)

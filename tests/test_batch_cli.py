@@ -110,7 +110,7 @@ def test_billing_errors_stop_the_job_after_one_round(bp, api):
     items = write_items(Path("items.jsonl"), 20)
     r = bp("run", "--template", "code-review", "--items", items, "--mode", "batch", "--run", "job")
     assert r.code == 1
-    assert f"Error: the API refused the whole job (billing_error): {message}" in r.stderr
+    assert f"Error: the API refused the account (billing_error: {message}" in r.stderr and "the run stopped" in r.stderr
     assert "Hint:" in r.stderr and "billing" in r.stderr
     assert len(creates(log_lines(emu.log_file))) == 1  # no resubmission storm
     again = bp("run", "--template", "code-review", "--items", items, "--mode", "batch", "--run", "job")

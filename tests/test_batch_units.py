@@ -121,7 +121,7 @@ def test_classify_latest_outcome_wins(tmp_path):
 
 def test_account_failure_detection():
     from batchpilot.executors.batch.state import BatchState, RunState
-    from batchpilot.results.selection import account_failure
+    from batchpilot.executors.batch.state import round_refusal as account_failure
 
     def state(errors, messages, lines):
         s = RunState()

@@ -4,8 +4,10 @@
   `--help` exits 0;
 * SKILL.md's frontmatter follows the Agent Skills spec and the house style; the files it points to exist;
 * every bundled template's example output validates against its schema;
-* the README's main command runs as written, and its test command is what .ci/run runs;
-* no project file names a path of the machine it was written on;
+* the README's main command runs as written (from a scratch directory laid out like a clone's root, so its run
+  lands there, not in the repository), and its test command is what .ci/run runs;
+* no project file names a path of the machine it was written on, and the skill folder holds no build output
+  (an install of the skill copies the folder whole);
 * the commands that never call the API never import the `anthropic` SDK (it is slow to import).
 """
 
@@ -194,16 +196,29 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_command():
     assert test_command in ci_lines, f".ci/run does not run the README's test command {test_command!r}"
 
 
-def test_readme_main_command_runs_as_written():
+def runs_in_repository() -> set[str]:
+    runs = ROOT / ".batchpilot" / "runs"
+    return {p.name for p in runs.iterdir()} if runs.is_dir() else set()
+
+
+def test_readme_main_command_runs_as_written(tmp_path):
     [main_command] = [c for c in readme_two_commands() if "tests/run.py" not in c]
     argv = shlex.split(main_command)
-    # From a clone's root, with a python3 that has the dependencies first on PATH (the shim's shebang).
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(Path.cwd())}
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    # As from a clone's root, but in a scratch directory whose skills/ is the repository's: the command's paths
+    # resolve as written and what it writes under the current directory stays out of the repository.
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "skills").symlink_to(ROOT / "skills", target_is_directory=True)
+    before = runs_in_repository()
+    # With a python3 that has the dependencies first on PATH (the shim's shebang).
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     receipt = json.loads(done.stdout)
     assert receipt["command"] == argv[1]
     assert receipt.get("next"), "the receipt should suggest the next command"
+    assert (clone / receipt["run"] / "merged.jsonl").is_file(), receipt
+    assert runs_in_repository() == before, "the command wrote a run into the repository"
 
 
 # --- hygiene -------------------------------------------------------------------------------------------------------
@@ -231,6 +246,14 @@ def test_no_project_file_names_a_machine_path():
             continue
         offenders += [f"{rel(path)}: {needle}" for needle in MACHINE_PATHS if needle in text]
     assert not offenders, offenders
+
+
+def test_the_skill_folder_holds_no_build_output():
+    # An editable install (tests/run.py makes one) must leave its egg-info outside the skill folder
+    # (pyproject.toml's [tool.distutils.egg_info]); playbooks and the plugin installer copy the folder whole.
+    leftovers = sorted(rel(p) for pattern in ("**/*.egg-info", "**/build", "**/.venv*") for p in SKILL_DIR.glob(pattern)
+                       if p.is_dir())
+    assert not leftovers, f"build output in the skill folder: {leftovers}"
 
 
 @pytest.mark.parametrize("args", [

@@ -8,7 +8,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -200,17 +199,19 @@ def test_input_order_holds_for_100k_shuffled_results(tmp_path):
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 20}}}}))
     random.Random(1).shuffle(lines)
     (run / "results.jsonl").write_text("\n".join(lines) + "\n")
-    started = time.perf_counter()
+    # How fast is a figure, not a test: bench/bench_merge.py measures records per second at 100,000 items.
     summary = merge_run(run)
-    elapsed = time.perf_counter() - started
     assert summary["counts"]["ok"] == n and summary["result_records"] == n + n // 10
+    # Only the succeeded attempts are billed, wherever the shuffle put an item's expired first attempt.
+    assert summary["usage"]["input_tokens"] == 10 * n and summary["usage"]["output_tokens"] == 20 * n
     previous = ""
     for number, record in enumerate(iter_jsonl(run / "merged.jsonl")):
         assert record["custom_id"] == ids[number]
         assert record["custom_id"] > previous
         previous = record["custom_id"]
+        # The later, succeeded attempt wins over the expired one, whichever line came first.
+        assert record["status"] == "ok" and record["attempts"] == (2 if number % 10 == 3 else 1), record
     assert number == n - 1
-    assert elapsed < 12, f"merge of {n} items took {elapsed:.1f} s"
 
 
 def test_exports_csv_one_row_per_finding_and_md(corpus, tmp_path):
@@ -343,7 +344,7 @@ def test_merge_is_idempotent_and_rerunnable(tmp_path):
 
 def test_merge_and_report_do_not_import_the_sdk():
     code = ("import sys; from batchpilot.cli import merge; import batchpilot.results.merge, batchpilot.report.markdown, "
-            "batchpilot.report.html, batchpilot.report.exports, batchpilot.results.validate, batchpilot.results.extract; "
+            "batchpilot.report.html, batchpilot.results.exports, batchpilot.results.validate, batchpilot.results.extract; "
             "print('anthropic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

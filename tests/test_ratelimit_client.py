@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchpilot.executors.direct.limiter import Limiter, header_limits, parse_retry_after
+from batchpilot.api.headers import parse_retry_after
+from batchpilot.executors.direct.limiter import Limiter, header_limits
 
 
 class Clock:

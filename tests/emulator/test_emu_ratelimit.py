@@ -9,9 +9,38 @@ import anthropic
 import pytest
 from emulator.emu_helpers import params, raw
 
+from batchpilot.emulator.state import rate_limits
+
 
 def remaining(headers: dict, name: str) -> int:
     return int(headers[f"anthropic-ratelimit-{name}-remaining"])
+
+
+class StoppedClock:
+    """Stands in for the `time` module of the emulator's rate limits: monotonic time moves only by `advance`.
+
+    The buckets meter the client's real pace on the real monotonic clock (the emulated clock that
+    /_emulator/advance moves leaves them alone, by design), so a test drives that clock instead of sleeping.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time()
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def stopped_clock(monkeypatch: pytest.MonkeyPatch) -> StoppedClock:
+    clock = StoppedClock()
+    monkeypatch.setattr(rate_limits, "time", clock)
+    return clock
 
 
 def test_a_client_that_ignores_limits_gets_429_with_retry_after(make_emulator):
@@ -31,23 +60,28 @@ def test_a_client_that_ignores_limits_gets_429_with_retry_after(make_emulator):
     assert emu.stats()["rate_limited"] == 1
 
 
-def test_remaining_refills_at_the_configured_rate(make_emulator):
+def test_remaining_refills_at_the_configured_rate(stopped_clock, make_emulator):
     per_minute = 60_000  # 1,000 input tokens per second
-    emu = make_emulator(input_tokens_per_minute=per_minute)
+    emu = make_emulator(input_tokens_per_minute=per_minute)  # its buckets start on the stopped clock
     client = raw(emu)
     body = params("x" * 4000)  # ~1,000 input tokens per request
+    used = 0
     for _ in range(20):
-        status, headers, _ = client.call("POST", "/v1/messages", body)
+        status, headers, message = client.json("POST", "/v1/messages", body)
         assert status == 200
+        used += message["usage"]["input_tokens"]
     low = remaining(headers, "input-tokens")
-    assert low < per_minute * 0.8
-    t0 = time.monotonic()
-    time.sleep(1.0)
+    assert low == per_minute - used < per_minute * 0.8  # each request took its input tokens; no time, no refill
+    stopped_clock.advance(1.5)
     status, headers, message = client.json("POST", "/v1/messages", body)
-    elapsed = time.monotonic() - t0
+    assert status == 200
     refilled = remaining(headers, "input-tokens") - (low - message["usage"]["input_tokens"])
-    expected = per_minute / 60 * elapsed
-    assert abs(refilled - expected) <= 0.1 * expected, (refilled, expected)
+    assert refilled == per_minute / 60 * 1.5  # exactly 1.5 s of refill at 1,000 a second
+    # The refill stops at the limit: after two idle minutes the bucket is full, then one request's worth short.
+    stopped_clock.advance(120)
+    status, headers, message = client.json("POST", "/v1/messages", body)
+    assert status == 200
+    assert remaining(headers, "input-tokens") == per_minute - message["usage"]["input_tokens"]
 
 
 def test_output_tokens_and_batch_endpoints_have_their_own_buckets(make_emulator):

@@ -65,3 +65,14 @@ def describe_api_error(exc: Exception) -> BatchpilotError:
         message = getattr(exc, "message", str(exc))
         return BatchpilotError(f"the API answered {exc.status_code}: {message}", "see references/troubleshooting.md")
     return BatchpilotError(f"API call failed: {exc}", "re-run the command; it resumes where it stopped")
+
+
+@contextmanager
+def sdk_errors() -> Iterator[None]:
+    """Turn an SDK exception that escaped the executors into the Error/Hint of `describe_api_error`."""
+    import anthropic  # only reached by commands that already hold a client
+
+    try:
+        yield
+    except anthropic.AnthropicError as exc:
+        raise describe_api_error(exc) from None

@@ -1,5 +1,5 @@
-"""Click commands, one module per concern. Each is thin: parse options, call the core, emit the receipt.
+"""Click commands, one module per concern. Each is thin: parse options, call one function of the pipeline, emit the receipt.
 
-Modules here import only click and light core modules at import time; anything heavy (the SDK, the emulator)
-is imported inside the command that needs it.
+Modules here import only click and light core modules at import time; the pipeline (executors, merge, the
+emulator; the SDK under them) is imported inside the command that runs it, so `--help` stays fast.
 """

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
+from batchpilot.cli.main import emit
+from batchpilot.cli.options import RUN_ARG
 WAVE_SIZE_OPT = click.option("--wave-size", type=click.IntRange(min=1), default=None,
                              help="Tasks per wave (default: the last one fanout was given, else 10, the Agent tool's concurrency).")
 ATTEMPTS_OPT = click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
@@ -25,8 +26,8 @@ def fanout(run_dir: Path, wave_size: int | None, wave: int | None, subagent_mode
 
     Example: batchpilot fanout .batchpilot/runs/review
     """
+    # Imported when the command runs: the executor is not needed for `--help`.
     from batchpilot.executors.agents import fanout_run
-    from batchpilot.cli.main import emit
 
     emit(fanout_run(run_dir, wave_size, wave, subagent_model, max_attempts))
 
@@ -40,7 +41,7 @@ def collect(run_dir: Path, wave_size: int | None, max_attempts: int) -> None:
 
     Example: batchpilot collect .batchpilot/runs/review
     """
+    # Imported when the command runs: the executor is not needed for `--help`.
     from batchpilot.executors.agents import collect_run
-    from batchpilot.cli.main import emit
 
     emit(collect_run(run_dir, wave_size, max_attempts))

@@ -8,13 +8,9 @@ connections; point `ANTHROPIC_BASE_URL` (or an SDK's `base_url`) at it. Every op
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 
 import click
-
-from batchpilot.core.errors import BatchpilotError
 
 
 @click.command("emulate")
@@ -52,27 +48,14 @@ def emulate(**options: object) -> None:
 
     Example: batchpilot emulate --port 8765 --fault overloaded=0.03 --log emulator.jsonl
     """
-    from batchpilot.emulator.http.server import Emulator
-    from batchpilot.emulator.config import EmulatorConfig
+    # Imported when the command runs: the emulator is not needed for `--help`.
+    from batchpilot.emulator.serve import serve
 
-    try:
-        config = EmulatorConfig.from_options(**options)
-    except ValueError as exc:
-        raise BatchpilotError(str(exc), "see `batchpilot emulate --help` and references/emulator.md") from None
-    try:
-        emulator = Emulator(config)
-    except OSError as exc:
-        raise BatchpilotError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
-                              "pick another --port, or --port 0 for a free one") from None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    emulator.start()
-    sys.stdout.write(json.dumps({"base_url": emulator.base_url}) + "\n")
-    sys.stdout.flush()
-    click.echo(f"emulator serving at {emulator.base_url}; Ctrl-C stops it", err=True)
-    while not stop.wait(0.5):
-        pass
-    stats = emulator.stats()
-    emulator.stop()
+    stats = serve(options, on_ready=_announce)
     click.echo(f"emulator stopped after {stats['requests']} requests ({stats['internal_errors']} internal errors)", err=True)
+
+
+def _announce(base_url: str) -> None:
+    sys.stdout.write(json.dumps({"base_url": base_url}) + "\n")
+    sys.stdout.flush()
+    click.echo(f"emulator serving at {base_url}; Ctrl-C stops it", err=True)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
-from batchpilot.cli.options import quiet
+from batchpilot.cli.main import emit
+from batchpilot.cli.options import RUN_ARG, quiet
+from batchpilot.core.progress import Progress
 
 
 @click.command()
-@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
+@RUN_ARG
 @click.option("-p", "--parallel", type=click.IntRange(min=1), default=4, show_default=True, help="claude processes at once.")
 @click.option("--claude", "claude", default=None, metavar="PATH",
               help="The Claude Code executable (default: $BATCHPILOT_CLAUDE, else `claude` on PATH).")
@@ -26,13 +28,7 @@ def headless(ctx: click.Context, run_dir: Path, parallel: int, claude: str | Non
 
     Example: batchpilot headless .batchpilot/runs/review --parallel 4 --max-cost 2
     """
-    from batchpilot.cli.main import emit
-    from batchpilot.executors.headless import run_headless
-    from batchpilot.core.progress import Progress
+    # Imported when the command runs: the executors are not needed for `--help`.
+    from batchpilot.executors.pipeline import headless_job
 
-    progress = Progress(quiet(ctx))
-    progress.stage(f"running {run_dir} through claude -p, {parallel} at a time ...")
-    receipt = run_headless(run_dir, parallel, claude, model, timeout, max_cost, bare,
-                           progress=lambda done, total: progress.update(done, total, "items"))
-    progress.done()
-    emit(receipt)
+    emit(headless_job(run_dir, parallel, claude, model, timeout, max_cost, bare, Progress(quiet(ctx))))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from batchpilot.cli.options import quiet
-
-RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
+from batchpilot.cli.main import emit
+from batchpilot.cli.options import RUN_ARG, quiet
+from batchpilot.core.progress import Progress
 
 
 @click.command()
@@ -21,27 +21,10 @@ def merge(ctx: click.Context, run_dir: Path, formats: tuple[str, ...]) -> None:
 
     Example: batchpilot merge .batchpilot/runs/review --format csv
     """
-    from batchpilot.cli.main import emit
-    from batchpilot.results.merge import merge_run
-    from batchpilot.core.progress import Progress
+    # Imported when the command runs: merging is not needed for `--help`.
+    from batchpilot.executors.steps import merge_job
 
-    progress = Progress(quiet(ctx))
-    summary = merge_run(run_dir, formats or ("jsonl",), progress=progress)
-    if summary["unknown_results"]:
-        progress.warn(f"{summary['unknown_results']} result record(s) name items that are not in this run; ignored")
-    if summary["malformed_results"]:
-        progress.warn(f"{summary['malformed_results']} result record(s) lack a custom_id or result; ignored")
-    emit({
-        "command": "merge",
-        "run": str(run_dir),
-        "items": summary["items"],
-        "counts": summary["counts"],
-        "error_types": summary["error_types"],
-        "unknown_results": summary["unknown_results"],
-        "cost_usd": summary["cost_usd"],
-        "files": summary["files"],
-        "next": summary["next"],
-    })
+    emit(merge_job(run_dir, formats, Progress(quiet(ctx))))
 
 
 @click.command()
@@ -52,13 +35,7 @@ def report(ctx: click.Context, run_dir: Path) -> None:
 
     Example: batchpilot report .batchpilot/runs/review
     """
-    from batchpilot.cli.main import emit
-    from batchpilot.core.progress import Progress
-    from batchpilot.report.markdown import write_report
+    # Imported when the command runs: the report writers are not needed for `--help`.
+    from batchpilot.executors.steps import report_job
 
-    progress = Progress(quiet(ctx))
-    files = write_report(run_dir, progress=progress)
-    from batchpilot.core.files import read_json
-
-    summary = read_json(run_dir / "summary.json", "summary")
-    emit({"command": "report", "run": str(run_dir), "counts": summary.get("counts"), "files": files, "next": None})
+    emit(report_job(run_dir, Progress(quiet(ctx))))

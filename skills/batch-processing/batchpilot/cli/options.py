@@ -1,14 +1,49 @@
-"""Helpers shared by the command modules: --var parsing, the suggested next command, --quiet."""
-
+"""Option parsing shared by the command modules: the RUN argument, --emulate, the job options, --var, --quiet."""
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.prepare.items import DEFAULT_MAX_ITEM_BYTES
+
+RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
+
+
+def emulate_option(fn: Callable) -> Callable:
+    return click.option("--emulate", is_flag=True,
+                        help="Use the local emulator (its state is kept in RUN/emulator/) instead of the API.")(fn)
+
+
+def job_options(fn: Callable) -> Callable:
+    """Options shared by every command that starts from a template and items."""
+    options = [
+        click.option("-t", "--template", "template", required=True, help="Bundled template name or template directory."),
+        click.option("-i", "--items", "items", required=True, help="Glob, directory, .jsonl, .csv, a file, or - for stdin lines."),
+        click.option("-m", "--model", default=None, help="Model id (default: the template's)."),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output limit per item (default: the template's)."),
+        click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Template variable; repeatable."),
+        click.option("--content-field", default=None, help="Record field holding the item text (default: content, text or body; else the whole record)."),
+        click.option("--max-item-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_ITEM_BYTES, show_default=True,
+                     help="Larger items are skipped and listed."),
+        click.option("--price-in", type=click.FloatRange(min=0), default=None, help="USD per million input tokens, for a model batchpilot does not know."),
+        click.option("--price-out", type=click.FloatRange(min=0), default=None, help="USD per million output tokens, with --price-in."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def job_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """The values of `job_options` as the keyword arguments of `batchpilot.prepare.job.open_job`."""
+    return {
+        "template_ref": kw["template"], "items_src": kw["items"], "model": kw["model"], "max_tokens": kw["max_tokens"],
+        "variables": parse_vars(kw["variables"]), "price_in": kw["price_in"], "price_out": kw["price_out"],
+        "max_item_bytes": kw["max_item_bytes"], "content_field": kw["content_field"],
+    }
 
 
 def parse_vars(values: tuple[str, ...]) -> dict[str, str]:
@@ -20,11 +55,6 @@ def parse_vars(values: tuple[str, ...]) -> dict[str, str]:
             raise BatchpilotError(f"--var {raw!r} is not NAME=VALUE", "e.g. --var labels=bug,feature,question")
         out[name.strip()] = value
     return out
-
-
-def next_command(*words: str | Path) -> str:
-    """A suggested next command line, quoted for a POSIX shell."""
-    return "batchpilot " + " ".join(shlex.quote(str(w)) for w in words)
 
 
 def quiet(ctx: click.Context) -> bool:

@@ -16,6 +16,8 @@ PRICES_AS_OF = "2026-10-08"
 BATCH_DISCOUNT = 0.5
 CACHE_WRITE_5M = 1.25
 CACHE_WRITE_1H = 2.0
+# The token counts of an API `usage` object that are billed (and that the run's records total up).
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 @dataclass(frozen=True)

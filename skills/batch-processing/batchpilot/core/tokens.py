@@ -48,7 +48,8 @@ def _ttl(block: Any) -> str | None:
     return None
 
 
-def _block_text(block: Any) -> str:
+def block_text(block: Any) -> str:
+    """The text of one content block (a string, or a text/tool block), for counting and matching."""
     if isinstance(block, str):
         return block
     if not isinstance(block, dict):
@@ -61,7 +62,7 @@ def _block_text(block: Any) -> str:
     if kind == "tool_result":
         content = block.get("content", "")
         if isinstance(content, list):
-            return "".join(_block_text(b) for b in content)
+            return "".join(block_text(b) for b in content)
         return str(content)
     if kind in ("thinking", "redacted_thinking"):
         return str(block.get("thinking", block.get("data", "")))
@@ -84,7 +85,7 @@ def request_segments(params: dict) -> Iterator[Segment]:
         yield Segment(estimate_text(system), system, None)
     elif isinstance(system, list):
         for block in system:
-            text = _block_text(block)
+            text = block_text(block)
             yield Segment(estimate_text(text), text, _ttl(block))
     for message in params.get("messages") or []:
         if not isinstance(message, dict):
@@ -93,7 +94,7 @@ def request_segments(params: dict) -> Iterator[Segment]:
         role = str(message.get("role", ""))
         blocks = [content] if isinstance(content, str) else (content if isinstance(content, list) else [])
         for i, block in enumerate(blocks):
-            text = _block_text(block)
+            text = block_text(block)
             overhead = MESSAGE_OVERHEAD if i == 0 else 0
             yield Segment(estimate_text(text) + overhead, role + ":" + text, _ttl(block))
 

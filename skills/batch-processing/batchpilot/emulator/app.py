@@ -16,6 +16,7 @@ from pathlib import Path
 
 from batchpilot.emulator.routes import admin, batches as batch_routes, messages as message_routes
 from batchpilot.emulator.state.batch_store import BatchStore, remove_spool_dir
+from batchpilot.emulator.state.persist import attach
 from batchpilot.emulator.state.cache import PromptCache
 from batchpilot.emulator.state.clock import Clock
 from batchpilot.emulator.config import EmulatorConfig
@@ -83,8 +84,6 @@ class App:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.store = BatchStore(config, self.faults, self.clock.now, self.spool_dir)
         if config.persist and config.data_dir:  # separate CLI processes share one emulated account
-            from batchpilot.emulator.state.persist import attach
-
             attach(self)
         self.log = RequestLog(config.log_path)
         self.stats = Stats()

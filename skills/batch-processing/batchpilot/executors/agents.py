@@ -28,8 +28,10 @@ from pathlib import Path
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import append_jsonl, atomic_write, iter_jsonl
+from batchpilot.core.shell import next_command
 from batchpilot.prepare.items import CUSTOM_ID_RE
-from batchpilot.results.outcomes import ItemState, RunView, note, open_view, scan_outcomes, sha256
+from batchpilot.results.judge import RunView, open_view
+from batchpilot.results.outcomes import ItemState, note, scan_outcomes, sha256
 from batchpilot.executors.prompts import (RETRY_MARK, iter_prepared, run_template, subagent_prompt, template_variables,
                                 with_retry_note)
 from batchpilot.rundir.records import result_record
@@ -173,7 +175,7 @@ def fanout_run(run_dir: Path, wave_size: int | None = None, wave: int | None = N
     """
     if model_hint is not None and model_hint not in MODEL_HINTS:
         raise BatchpilotError(f"subagent model {model_hint!r} is not one of {', '.join(MODEL_HINTS)}", "pick one of them")
-    view = open_view(run_dir)
+    view = open_view(Path(run_dir).resolve())
     run = view.run_dir
     outputs_dir(run)
     prompts = run / "prompts"
@@ -202,8 +204,6 @@ def fanout_run(run_dir: Path, wave_size: int | None = None, wave: int | None = N
     pending = _pending_order(statuses, order)
     number = wave or 1
     tasks, waves = _wave(view, pending, wave_size, number, last_listed)
-    from batchpilot.cli.options import next_command
-
     return {
         "command": "fanout",
         "run": str(run),
@@ -266,7 +266,7 @@ def collect_run(run_dir: Path, wave_size: int | None = None, max_attempts: int =
 
     `wave_size` defaults to the one fanout was last given (else 10).
     """
-    view = open_view(run_dir)
+    view = open_view(Path(run_dir).resolve())
     run = view.run_dir
     out = outputs_dir(run)
     names, other = _output_names(out)
@@ -303,8 +303,6 @@ def collect_run(run_dir: Path, wave_size: int | None = None, max_attempts: int =
         journal(run, "collected", recorded=recorded, counts=counts)
     pending = _pending_order(statuses, order)
     tasks, waves = _wave(view, pending, wave_size, 1, last_listed)
-    from batchpilot.cli.options import next_command
-
     return {
         "command": "collect",
         "run": str(run),

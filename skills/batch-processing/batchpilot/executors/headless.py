@@ -35,9 +35,13 @@ from typing import Any, Callable
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import append_jsonl
-from batchpilot.results.outcomes import ItemState, RunView, open_view, scan_outcomes
+from batchpilot.core.models import USAGE_KEYS
+from batchpilot.core.shell import next_command
+from batchpilot.results.judge import RunView, open_view
+from batchpilot.results.outcomes import ItemState, scan_outcomes
 from batchpilot.executors.prompts import headless_prompt, iter_prepared
-from batchpilot.rundir.records import errored, error_type_for_status, result_record
+from batchpilot.api.failures import error_type_for_status
+from batchpilot.rundir.records import errored, result_record
 from batchpilot.rundir.journal import journal
 
 CLAUDE_ENV = "BATCHPILOT_CLAUDE"
@@ -46,7 +50,6 @@ DEFAULT_PARALLEL = 4
 DEFAULT_TIMEOUT = 600.0
 MAX_LISTED_ERRORS = 10
 NOT_LOGGED_IN = "not logged in"
-USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 def find_claude(flag: str | None = None) -> str:
@@ -181,7 +184,7 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
     if parallel < 1:
         raise BatchpilotError(f"--parallel {parallel} must be at least 1", "e.g. --parallel 4")
     executable = find_claude(claude)
-    view = open_view(run_dir)
+    view = open_view(Path(run_dir).resolve())
     run = view.run_dir
     model = model or view.manifest.get("model")
     cmd = claude_command(executable, view.schema, model, bare)
@@ -193,7 +196,7 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
         if not (state and state.done):
             todo.append((item["custom_id"], params))
     journal(run, "headless_started", pending=len(todo), parallel=parallel, model=model)
-    tally = Tally()
+    tally = HeadlessTally()
     pool = Pool()
     stopped: str | None = None
     with ThreadPoolExecutor(max_workers=parallel) as executor:
@@ -237,8 +240,6 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
             "run `claude` once and log in with /login, or export ANTHROPIC_API_KEY; then re-run this command "
             "(finished items are skipped)",
         )
-    from batchpilot.cli.options import next_command
-
     return {
         "command": "headless",
         "run": str(run),
@@ -255,8 +256,8 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
 
 
 @dataclass
-class Tally:
-    """Counts and money of one invocation."""
+class HeadlessTally:
+    """Counts and money of one headless invocation (the receipt's `counts`, `cost_usd` and `errors`)."""
 
     done: int = 0
     logged_out: int = 0

@@ -16,7 +16,6 @@ prompt differs in three ways:
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -168,8 +167,3 @@ def headless_prompt(params: dict) -> str:
 def template_variables(manifest: dict) -> dict:
     variables = manifest.get("variables")
     return variables if isinstance(variables, dict) else {}
-
-
-def abspath(path: Path) -> Path:
-    """Absolute and normalised, without resolving symlinks of the final component."""
-    return Path(os.path.abspath(path))

@@ -232,15 +232,10 @@ def _iter_jsonl(path: str, content_field: str | None, max_bytes: int, skip: Skip
                         f"{path} line {number}: expected a JSON object, got {type(record).__name__}",
                         'wrap the value in an object, e.g. {"text": ...}',
                     )
-                cid = book.assign(record, number, "line", source)
-                content = _record_content(record, content_field, source)
-                if len(content.encode("utf-8")) > max_bytes:
-                    skip(source, "oversized", f"{len(content)} characters")
-                    continue
-                if not content.strip():
-                    skip(source, "empty", "no content")
-                    continue
-                yield Item(custom_id=cid, source=source, content=content, kind="record", fields=record)
+                item = _record_item(record, book.assign(record, number, "line", source), source, content_field,
+                                    max_bytes, skip)
+                if item is not None:
+                    yield item
         except UnicodeDecodeError as exc:
             raise BatchpilotError(f"{path}: not UTF-8 text ({exc.reason})", "convert the file to UTF-8") from None
 
@@ -267,19 +262,27 @@ def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn
                         "quote fields that contain commas or newlines, and keep one value per column",
                     )
                 record = dict(zip(header, row))
-                cid = book.assign(record, number - 1, "row", source)
-                content = _record_content(record, content_field, source)
-                if len(content.encode("utf-8")) > max_bytes:
-                    skip(source, "oversized", f"{len(content)} characters")
-                    continue
-                if not content.strip():
-                    skip(source, "empty", "no content")
-                    continue
-                yield Item(custom_id=cid, source=source, content=content, kind="record", fields=record)
+                item = _record_item(record, book.assign(record, number - 1, "row", source), source, content_field,
+                                    max_bytes, skip)
+                if item is not None:
+                    yield item
         except UnicodeDecodeError as exc:
             raise BatchpilotError(f"{path}: not UTF-8 text ({exc.reason})", "convert the file to UTF-8") from None
         except csv.Error as exc:
             raise BatchpilotError(f"{path}: malformed CSV ({exc})", "check the quoting of that line") from None
+
+
+def _record_item(record: dict, custom_id: str, source: str, content_field: str | None, max_bytes: int,
+                 skip: SkipFn) -> Item | None:
+    """One JSONL/CSV record as an item, or None (after `skip`) when its content is too large or empty."""
+    content = _record_content(record, content_field, source)
+    if len(content.encode("utf-8")) > max_bytes:
+        skip(source, "oversized", f"{len(content)} characters")
+        return None
+    if not content.strip():
+        skip(source, "empty", "no content")
+        return None
+    return Item(custom_id=custom_id, source=source, content=content, kind="record", fields=record)
 
 
 def _check_header(path: str, header: list[str] | None) -> None:

@@ -1,7 +1,9 @@
 """Plan: what a job will cost and how long it will take in each mode, and which mode to use.
 
-Pure: it takes the requests a run would contain and returns numbers. Token counts come from the local
-estimator (`batchpilot.core.tokens`) unless the caller supplies API counts. Costs per mode:
+`plan_job` is the `plan` command: it streams a job's requests once, tallies their tokens and builds the
+receipt, writing nothing. The rest is pure: it takes the requests a run would contain and returns numbers.
+Token counts come from the local estimator (`batchpilot.core.tokens`), scaled by the API's count_tokens
+endpoint on a sample when asked. Costs per mode:
 
 * direct — standard price, every input token billed in full;
 * direct_cached — standard price, the shared prefix written once to the 5-minute cache (1.25x) and read by
@@ -19,10 +21,19 @@ not urgent → batch.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from batchpilot.api.count_tokens import count_sample
+from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.models import BATCH_DISCOUNT, CACHE_WRITE_1H, CACHE_WRITE_5M, PRICES_AS_OF, Prices
+from batchpilot.core.progress import Progress
+from batchpilot.core.shell import next_command
 from batchpilot.core.tokens import estimate_input_tokens, request_segments
+from batchpilot.prepare.items import describe_skipped
+from batchpilot.prepare.job import open_job
 
 HANDFUL = 10
 AGENTS_MAX = 100
@@ -39,6 +50,9 @@ ASSUMED_ITPM = 450_000
 ASSUMED_OTPM = 90_000
 ASSUMED_LATENCY = 20.0
 DIRECT_CONCURRENCY = 16
+COUNT_TOKENS_SAMPLE = 50  # requests `plan --count-tokens` sends to the count_tokens endpoint
+# The command that executes a prepared run, per mode that has an executor (sequential has none).
+EXECUTOR_COMMANDS = {"batch": "submit", "direct": "direct", "agents": "fanout", "headless": "headless"}
 
 
 def cached_prefix_tokens(params: dict) -> int:
@@ -163,3 +177,60 @@ def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, u
         "modes": {name: m.as_dict() for name, m in modes.items()},
         "recommended": {"mode": mode, "reason": reason},
     }
+
+
+def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: bool, needs_tools: bool,
+             dependent: bool, count_tokens: bool, emulate: bool, progress: Progress) -> dict:
+    """The `plan` receipt for a job (`job_kwargs` as `open_job` takes them; `var_words` the --var values as
+    given, repeated in the suggested `prepare` command)."""
+    job = open_job(require_price=False, **job_kwargs)
+    output_estimate = job.template.output_tokens_estimate or max(1, int(job.max_tokens * DEFAULT_OUTPUT_SHARE))
+    tally = Tally()
+    sample: list[dict] = []
+    for n, item in enumerate(job.items(), 1):
+        params = job.builder.params(item)
+        tally.add(params, output_estimate)
+        if count_tokens and len(sample) < COUNT_TOKENS_SAMPLE:
+            sample.append(params)
+        progress.update(n, None, "items")
+    progress.done()
+    if tally.requests == 0:
+        raise BatchpilotError(f"no items to process ({describe_skipped(job.skipped)})",
+                              "point --items at text files or records with content")
+    source = "local estimate (characters / 4)"
+    if count_tokens:
+        scale_input_tokens(tally, sample, count_sample(sample, emulate))
+        source = f"count_tokens API on {len(sample)} of {tally.requests} requests, scaled"
+    body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source)
+    warnings = []
+    if job.prices is None:
+        warnings.append(f"unknown model {job.model!r}: costs are null; spending commands refuse it unless --price-in and --price-out are given")
+        progress.warn(warnings[-1])
+    mode = body["recommended"]["mode"]
+    nxt = None
+    if mode in EXECUTOR_COMMANDS:
+        words = ["prepare", "--template", job_kwargs["template_ref"], "--items", job_kwargs["items_src"], "--mode", mode]
+        if job_kwargs["model"]:
+            words += ["--model", job_kwargs["model"]]
+        for v in var_words:
+            words += ["--var", v]
+        nxt = next_command(*words)
+    return {"command": "plan", "template": job.template.name, **body, "skipped": skipped_summary(job.skipped),
+            "warnings": warnings, "next": nxt}
+
+
+def scale_input_tokens(tally: Tally, sample: list[dict], counted: int) -> None:
+    """Scale the tally's local input estimate by how the API's count of `sample` compares with ours."""
+    local = sum(estimate_input_tokens(p) for p in sample)
+    scale = counted / local if local else 1.0
+    tally.input_tokens = round(tally.input_tokens * scale)
+
+
+def skipped_summary(skipped: list) -> dict:
+    """Skipped items per reason, for a receipt."""
+    return dict(sorted(Counter(reason for _, reason, _ in skipped).items()))
+
+
+def next_for_mode(mode: str, run: Path) -> str:
+    """The command that executes a run prepared for `mode`."""
+    return next_command(EXECUTOR_COMMANDS[mode], run)

@@ -34,9 +34,8 @@ from typing import Any
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import read_json
 from batchpilot.core.paths import TEMPLATES_DIR
-from batchpilot.prepare.schema_rules import api_schema_problems  # noqa: F401  (re-exported: templates.api_schema_problems)
 
-TEMPLATE_FILES = ("template.json", "system.md", "user.md", "schema.json")
+TEMPLATE_FILES = ("template.json", "system.md", "user.md", "schema.json")  # what a template's content hash covers
 OUTPUT_STYLES = ("json_schema", "tool", "prompt")
 PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}")
 NAME_RE = re.compile(r"^\s*(item|var)\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -115,21 +114,32 @@ def _check_placeholders(text: str, filename: str, variables: dict, allow_item: b
             )
 
 
-def _check_schema(schema: Any, path: Path) -> None:
-    if not isinstance(schema, dict):
-        raise BatchpilotError(f"{path}: a JSON Schema must be an object", f"start {path.name} with {{\"type\": \"object\", ...}}")
+def validator_class(schema: dict) -> tuple[Any, Any]:
+    """(the jsonschema validator class of the schema's declared draft, 2020-12 when it declares none; the
+    `SchemaError` when the schema breaks that draft's metaschema, else None)."""
+    # jsonschema takes tens of milliseconds to import: only the commands that check a schema load it
+    from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
     from jsonschema.validators import validator_for
 
-    cls = validator_for(schema, default=_default_validator())
+    cls = validator_for(schema, default=Draft202012Validator)
     try:
         cls.check_schema(schema)
     except SchemaError as exc:
-        spot = "/" + "/".join(str(p) for p in exc.path) if exc.path else "(top level)"
+        return cls, exc
+    return cls, None
+
+
+def _check_schema(schema: Any, path: Path) -> None:
+    if not isinstance(schema, dict):
+        raise BatchpilotError(f"{path}: a JSON Schema must be an object", f"start {path.name} with {{\"type\": \"object\", ...}}")
+    _, problem = validator_class(schema)
+    if problem is not None:
+        spot = "/" + "/".join(str(p) for p in problem.path) if problem.path else "(top level)"
         raise BatchpilotError(
-            f"{path}: invalid JSON Schema at {spot}: {exc.message}",
+            f"{path}: invalid JSON Schema at {spot}: {problem.message}",
             f"fix {path.name}; it must be a valid JSON Schema (draft 2020-12 unless $schema says otherwise)",
-        ) from None
+        )
     if schema.get("type") != "object":
         raise BatchpilotError(
             f"{path}: the top-level schema must have \"type\": \"object\"",
@@ -137,10 +147,13 @@ def _check_schema(schema: Any, path: Path) -> None:
         )
 
 
-def _default_validator() -> Any:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator
+def template_hash(tdir: Path) -> str:
+    """`sha256:...` over a template directory's TEMPLATE_FILES (names and bytes): run.json records it, so a
+    changed template is noticed. An OSError when a file cannot be read."""
+    digest = hashlib.sha256()
+    for name in TEMPLATE_FILES:
+        digest.update(name.encode() + b"\0" + (tdir / name).read_bytes() + b"\1")
+    return "sha256:" + digest.hexdigest()
 
 
 def load_template(ref: str) -> Template:
@@ -168,9 +181,6 @@ def load_template(ref: str) -> Template:
     _check_schema_vars(meta, variables, tdir / "template.json")
     _check_placeholders(texts["system.md"], "system.md", variables, allow_item=False)
     _check_placeholders(texts["user.md"], "user.md", variables, allow_item=True)
-    digest = hashlib.sha256()
-    for name in TEMPLATE_FILES:
-        digest.update(name.encode() + b"\0" + (tdir / name).read_bytes() + b"\1")
     return Template(
         name=str(meta.get("name") or tdir.name),
         path=tdir,
@@ -185,7 +195,7 @@ def load_template(ref: str) -> Template:
         subagent_model=meta.get("subagent_model"),
         needs_tools=bool(meta.get("needs_tools", False)),
         output_tokens_estimate=meta.get("output_tokens_estimate"),
-        content_hash="sha256:" + digest.hexdigest(),
+        content_hash=template_hash(tdir),
         meta=meta,
         schema_path=tdir / "schema.json",
     )

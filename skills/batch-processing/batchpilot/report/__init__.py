@@ -1,1 +1,1 @@
-"""Reports: report.md, the self-contained report.html, and the CSV/Markdown exports."""
+"""Reports: report.md and the self-contained report.html, written from a merged run."""

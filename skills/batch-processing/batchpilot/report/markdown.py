@@ -14,11 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from batchpilot.report.exports import cell_text, findings_field, md_cell
-from batchpilot.core.files import atomic_stream
-from batchpilot.core.files import iter_jsonl, read_json
-from batchpilot.rundir.manifest import open_run
+from batchpilot.core.files import atomic_stream, iter_jsonl, read_json
+from batchpilot.results.exports import EXPORTERS, cell_text, export_name, findings_field, md_cell
+from batchpilot.report.html import render_html
+from batchpilot.results.merge import merge_run
 from batchpilot.results.validate import schema_for_run
+from batchpilot.rundir.manifest import open_run
 
 REPORT_MAX_ITEMS = 5_000
 REPORT_MAX_FINDINGS = 20_000
@@ -95,18 +96,13 @@ def write_report(run_dir: Path, progress: Any = None) -> dict:
     run_dir = Path(run_dir)
     manifest = open_run(run_dir)
     if _stale(run_dir):
-        from batchpilot.report.exports import EXPORTERS
-        from batchpilot.results.merge import merge_run
-
-        extra = [fmt for fmt, (name, _) in EXPORTERS.items() if (run_dir / name).exists()]  # keep exports current
+        extra = [fmt for fmt in EXPORTERS if (run_dir / export_name(fmt)).exists()]  # keep exports current
         merge_run(run_dir, ("jsonl", *extra), progress=progress)
     summary = read_json(run_dir / "summary.json", "summary")
     schema = schema_for_run(run_dir, manifest)
     if progress:
         progress.stage(f"writing the report of {run_dir} ...")
     data = collect(run_dir, schema)
-    from batchpilot.report.html import render_html
-
     with atomic_stream(run_dir / "report.md") as fh:
         fh.write(render_md(manifest, summary, data))
     with atomic_stream(run_dir / "report.html") as fh:

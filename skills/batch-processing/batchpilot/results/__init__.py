@@ -1,1 +1,1 @@
-"""Results: extract and validate answers, judge each result, select retries, repair, merge, summarise."""
+"""Results: extract and validate answers, judge each result, select retries, repair, merge, summarise, export (CSV, Markdown)."""

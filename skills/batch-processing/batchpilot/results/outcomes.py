@@ -1,8 +1,8 @@
 """Outcomes: what results.jsonl already says about each item, for the executors that resume (agents, headless).
 
 An item is done when one of its `succeeded` records holds an output that validates against the run's schema
-(judged exactly as merge judges it: `extract_output` then `OutputValidator`), so a later bad answer never
-hides an earlier good one and collect, headless and merge always agree. Records written by agents mode carry
+(judged by `judge.RunView.judge`, the same judge merge uses), so a later bad answer never hides an earlier
+good one and collect, headless and merge always agree. Records written by agents mode carry
 `output_sha256`, the hash of the output file they came from, so the same file is never recorded twice.
 """
 
@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from batchpilot.results.extract import extract_output
 from batchpilot.core.files import iter_jsonl
-from batchpilot.rundir.manifest import open_run
-from batchpilot.results.validate import OutputValidator, describe, locate_schema
+from batchpilot.results.judge import RunView
 
 
 @dataclass
@@ -28,37 +24,6 @@ class ItemState:
     rejected: int = 0  # succeeded records whose output did not validate
     last_error: str | None = None  # why the latest judged record was rejected (None when it was valid)
     hashes: set[str] = field(default_factory=set)
-
-
-@dataclass
-class RunView:
-    """A run opened for executing: its manifest, schema, validator and structured-output style."""
-
-    run_dir: Path
-    manifest: dict
-    schema: dict
-    validator: OutputValidator
-    style: str
-
-    def judge(self, result: dict) -> tuple[Any, str | None]:
-        """(the valid output, None) or (None, why it is not valid) for a succeeded result."""
-        found = extract_output(result, self.style)
-        if found.error:
-            return None, found.error["message"]
-        first: list[dict] = []
-        for candidate in found.candidates:
-            errors = self.validator.errors(candidate)
-            if not errors:
-                return candidate, None
-            first = first or errors
-        return None, f"the output does not match the schema: {describe(first)}"
-
-
-def open_view(run_dir: Path) -> RunView:
-    run_dir = Path(run_dir).resolve()
-    manifest = open_run(run_dir)
-    schema, source = locate_schema(run_dir, manifest)
-    return RunView(run_dir, manifest, schema, OutputValidator(schema, source), str(manifest.get("output_style") or "json_schema"))
 
 
 def scan_outcomes(view: RunView) -> dict[str, ItemState]:

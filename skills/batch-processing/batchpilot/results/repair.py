@@ -22,7 +22,7 @@ Some answers cannot be fixed by feedback:
 * a refusal, an empty or paused answer, or the context window exceeded: the original request goes out
   unchanged (a fresh try).
 
-Which items are invalid is decided exactly as merge decides it (the same index, extraction and validator),
+Which items are invalid is decided exactly as merge decides it (the same ledger, `results.ledger`, and judge),
 so `retry --only invalid` re-asks precisely the items `merged.jsonl` lists as `invalid`, and never an
 item that is `ok`. The answers stay in results.jsonl; only a byte offset and the error are kept per item.
 """
@@ -38,10 +38,13 @@ from typing import Any
 from batchpilot.core.files import dumps
 from batchpilot.core.models import find_model
 from batchpilot.prepare.build import TOOL_NAME
+from batchpilot.results.judge import open_view, output_style
+from batchpilot.results.ledger import OFFSET_MASK, index_items, outcome, scan_results
+from batchpilot.rundir.manifest import open_run
 
 CATEGORY = "invalid"  # the `--only` word and the retry category
 MAX_TOKENS_FACTOR = 2
-# Error types (extract.py, statuses.py) that the model can fix when it is shown its answer and the message.
+# Error types (extract.py, judge.py) that the model can fix when it is shown its answer and the message.
 FEEDBACK_TYPES = frozenset({"schema", "no_json", "not_object", "wrong_tool", "no_tool_call"})
 SCHEMA_LEAD = "Your previous answer did not match the required JSON Schema:"
 FRAGMENT_LEAD = ("Your previous answer was not one complete JSON object, and the JSON found in it did not match "
@@ -66,10 +69,6 @@ _cache: dict[tuple, dict[str, Invalid]] = {}
 
 def find_invalid(run_dir: Path) -> dict[str, Invalid]:
     """custom_id -> Invalid for every item merge would call `invalid` (results.jsonl read once per change)."""
-    from batchpilot.results.merge import OFFSET_MASK, _index_items, _Ledger, _outcome, _scan_results
-    from batchpilot.rundir.manifest import open_run
-    from batchpilot.results.validate import OutputValidator, locate_schema
-
     run_dir = Path(run_dir)
     path = run_dir / "results.jsonl"
     if not path.exists():
@@ -78,19 +77,15 @@ def find_invalid(run_dir: Path) -> dict[str, Invalid]:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _cache:
         return _cache[key]
-    manifest = open_run(run_dir)
-    style = str(manifest.get("output_style") or "json_schema")
-    schema, source = locate_schema(run_dir, manifest)
-    validator = OutputValidator(schema, source)
-    index = _index_items(run_dir)
-    ledger = _Ledger(len(index))
-    _scan_results(path, index, ledger, None, str(manifest.get("mode") or "batch"))
+    view = open_view(run_dir)
+    index = index_items(run_dir)
+    ledger, _ = scan_results(path, index, None, str(view.manifest.get("mode") or "batch"))
     found: dict[str, Invalid] = {}
     with open(path, "rb") as fh:
         for custom_id, pos in index.items():
             if ledger.succ[pos] < 0:
                 continue
-            status, _, error, _ = _outcome(pos, ledger, fh, style, validator)
+            status, _, error, _ = outcome(pos, ledger, fh, view)
             if status == CATEGORY:
                 # merge judges the newest success first; with none valid, its error is the one reported
                 found[custom_id] = Invalid(ledger.succ[pos] & OFFSET_MASK, error)
@@ -109,11 +104,9 @@ class Repairer:
     tallies how each was repaired (`feedback`, `max_tokens`, `resend`)."""
 
     def __init__(self, run_dir: Path):
-        from batchpilot.rundir.manifest import open_run
-
         self.run_dir = Path(run_dir)
         self.invalid = find_invalid(self.run_dir)
-        self.style = str(open_run(self.run_dir).get("output_style") or "json_schema")
+        self.style = output_style(open_run(self.run_dir))
         self.counts: Counter = Counter()
 
     def __call__(self, custom_id: str, line: bytes) -> bytes:

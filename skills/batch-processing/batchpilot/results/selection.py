@@ -3,10 +3,11 @@
 Categories of an item's latest result record (the highest `attempt`, then the later line):
 
 * `ok` — succeeded;
-* retryable — errored with `api_error`, `overloaded_error`, `rate_limit_error` or `timeout_error`;
-  `expired`; `missing` (no result at all, e.g. a batch whose results were lost or never submitted);
-* permanent — errored with `invalid_request_error`, `not_found_error`, `permission_error`,
-  `authentication_error`, `billing_error` (or any type not listed above): a retry would fail the same way;
+* retryable — errored with a type in `api.failures.RETRYABLE_ERRORS` (server, overload, rate limit,
+  timeout, conflict, connection); `expired`; `missing` (no result at all, e.g. a batch whose results were
+  lost or never submitted);
+* permanent — errored with any other type (`api.failures.PERMANENT_ERRORS` names the API's): a retry would
+  fail the same way;
 * `canceled` — retried only when asked (`--only canceled`).
 
 * `invalid` — succeeded, but merge rejects the answer (SELECTORS below); counted apart from `ok` when selected.
@@ -15,8 +16,8 @@ A round is a file `rounds/round-N.jsonl` holding the selected items' request lin
 allowed across batches): the original lines, except the follow-ups of `invalid` items (journaled as
 `round_rewritten`, with how many were repaired each way). It is sharded and submitted like round 1.
 Rounds stop at `max_rounds`, or when the previous retry round turned no item `ok` (no progress), or at an
-account-level failure: any `billing_error`, a credit-balance message, or one authentication/permission
-error on every line of the round. That stops the job with the API's message instead of resubmitting into the same wall.
+account-level failure (`api.failures.account_refusal`), which stops the job with the API's message instead
+of resubmitting into the same wall.
 
 Extension point: `SELECTORS` maps a `--only` word to a function `(run_dir) -> {custom_id: category}` for
 selections that need more than the API's outcome, and `REWRITERS` maps a category to a function
@@ -36,34 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from batchpilot.api.failures import PERMANENT_ERRORS, RETRYABLE_ERRORS
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.executors.batch.state import RunState
+from batchpilot.results.repair import Repairer, select_invalid
 from batchpilot.rundir.journal import journal
-from batchpilot.executors.batch.shards import custom_id_of
+from batchpilot.rundir.records import custom_id_of
 
-RETRYABLE_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
-PERMANENT_ERRORS = frozenset({"invalid_request_error", "not_found_error", "permission_error",
-                              "authentication_error", "billing_error"})
 DEFAULT_SELECTION = frozenset(RETRYABLE_ERRORS | {"expired", "missing"})
 DEFAULT_MAX_ROUNDS = 4
-ACCOUNT_MESSAGE = re.compile(r"credit balance|billing|payment|spend limit", re.IGNORECASE)
 RETRY_DEFAULT = frozenset(DEFAULT_SELECTION | {"invalid"})  # `retry` without --only
 
 
-def _select_invalid(run_dir: Path) -> dict[str, str]:
-    from batchpilot.results.repair import select_invalid
-
-    return select_invalid(run_dir)
-
-
-def _repair_invalid(run_dir: Path) -> Callable[[str, bytes], bytes]:
-    from batchpilot.results.repair import Repairer
-
-    return Repairer(run_dir)
-
-
-SELECTORS: dict[str, Callable[[Path], dict[str, str]]] = {"invalid": _select_invalid}
-REWRITERS: dict[str, Callable[[Path], Callable[[str, bytes], bytes]]] = {"invalid": _repair_invalid}
+SELECTORS: dict[str, Callable[[Path], dict[str, str]]] = {"invalid": select_invalid}
+REWRITERS: dict[str, Callable[[Path], Callable[[str, bytes], bytes]]] = {"invalid": Repairer}
 
 _HEAD = re.compile(rb'^\{"custom_id":"([A-Za-z0-9_-]{1,64})","result":\{"type":"([a-z_]+)"')
 _ATTEMPT = re.compile(rb',"attempt":(\d+),"mode":"[a-z]+","at":"[^"]*","batch_id":"[^"]*"\}$')
@@ -161,29 +147,6 @@ def classify(run_dir: Path, selection: frozenset[str] = DEFAULT_SELECTION) -> Cl
     return out
 
 
-def account_failure(state: RunState, round_: int) -> tuple[str, str] | None:
-    """(error type, API message) when a round's lines show an account-level failure, else None."""
-    errors: Counter = Counter()
-    messages: dict[str, str] = {}
-    lines = 0
-    for batch in state.batches.values():
-        if batch.round != round_ or not batch.recorded:
-            continue
-        lines += batch.recorded.get("lines", 0)
-        errors.update(batch.recorded.get("errors") or {})
-        for etype, msg in (batch.recorded.get("messages") or {}).items():
-            messages.setdefault(etype, msg)
-    if errors.get("billing_error"):
-        return "billing_error", messages.get("billing_error", "")
-    for etype, msg in messages.items():
-        if ACCOUNT_MESSAGE.search(msg or ""):
-            return etype, msg
-    for etype in ("authentication_error", "permission_error"):
-        if lines and errors.get(etype) == lines:
-            return etype, messages.get(etype, "")
-    return None
-
-
 def write_round_file(run_dir: Path, round_: int, selected: dict[str, str], prefix: str = "round") -> str:
     """Write the selected items' request lines into rounds/<prefix>-N.jsonl (atomic); return its relative path.
 
@@ -212,14 +175,3 @@ def write_round_file(run_dir: Path, round_: int, selected: dict[str, str], prefi
         if counts:
             journal(run_dir, "round_rewritten", source=rel, category=category, how=dict(sorted(counts.items())))
     return rel
-
-
-def account_error(etype: str, message: str) -> BatchpilotError:
-    hints = {
-        "billing_error": "add credits or fix billing in the Claude Console, then `batchpilot retry RUN --only errored`",
-        "authentication_error": "check ANTHROPIC_API_KEY, then `batchpilot retry RUN --only errored`",
-        "permission_error": "this key may not use the model or feature; change it, then retry with --only errored",
-    }
-    return BatchpilotError(f"the API refused the whole job ({etype}): {message}",
-                           hints.get(etype, "fix the account (billing or credits), then `batchpilot retry RUN --only errored`"))
-

@@ -13,10 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batchpilot.core.models import Prices, prices_for
+from batchpilot.core.models import USAGE_KEYS, Prices, prices_for
 from batchpilot.core.clock import now_iso
-
-USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+from batchpilot.core.shell import next_command
 
 
 def run_prices(manifest: dict) -> Prices | None:
@@ -101,14 +100,9 @@ def build_summary(run_dir: Path, manifest: dict, schema_source: str, counts: Cou
     }
 
 
-def suggest_next(run_dir: Path, counts: Counter | dict) -> str | None:
-    """`batchpilot retry RUN` when items failed and that command exists; else the report; else None."""
-    from batchpilot.cli.main import COMMANDS
-    from batchpilot.cli.options import next_command
-
+def suggest_next(run_dir: Path, counts: Counter | dict) -> str:
+    """`batchpilot retry RUN` when items failed; else `batchpilot report RUN`."""
     failed = sum(n for status, n in counts.items() if status != "ok")
-    if failed and "retry" in COMMANDS:
+    if failed:
         return next_command("retry", run_dir)
-    if "report" in COMMANDS:
-        return next_command("report", run_dir)
-    return None
+    return next_command("report", run_dir)

@@ -7,8 +7,8 @@ directory has moved or changed:
 2. the schema inside the first request line (`output_config.format.schema` for json_schema,
    `tools[0].input_schema` for tool) — exactly what the model was given;
 3. the prompt style's schema, embedded in the system text after "## Output format";
-4. the template directory named in run.json, if its content hash still matches (else it is refused: a
-   changed schema would judge old answers by new rules).
+4. the template directory named in run.json, if its content hash (`prepare.templates.template_hash`) still
+   matches (else it is refused: a changed schema would judge old answers by new rules).
 
 `OutputValidator.errors` returns the first few errors as `{path, message}` with JSONPath-style paths
 (`$.findings[0].severity`). jsonschema costs about 100 µs on a findings object, which alone would cap merge
@@ -20,7 +20,6 @@ to jsonschema, which stays the single authority on what is invalid and why.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from itertools import islice
 from pathlib import Path
@@ -28,10 +27,10 @@ from typing import Any, Callable, Iterable
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import read_json
+from batchpilot.prepare.templates import template_hash, validator_class
 
 MAX_ERRORS = 5
 MAX_MESSAGE = 300
-TEMPLATE_FILES = ("template.json", "system.md", "user.md", "schema.json")
 PROMPT_MARKER = "## Output format"
 ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "default", "examples",
                          "deprecated", "readOnly", "writeOnly",
@@ -62,7 +61,11 @@ def locate_schema(run_dir: Path, manifest: dict | None = None) -> tuple[dict, st
     template = manifest.get("template") or {}
     tdir = Path(template.get("path") or "")
     if template.get("path") and (tdir / "schema.json").is_file():
-        if _template_hash(tdir) == template.get("hash"):
+        try:
+            unchanged = template_hash(tdir) == template.get("hash")
+        except OSError:  # a template file that cannot be read: not the template the run was prepared with
+            unchanged = False
+        if unchanged:
             return read_json(tdir / "schema.json", "template schema"), str(tdir / "schema.json")
         raise BatchpilotError(
             f"the run has no schema.json and its template {tdir} changed since the run was prepared",
@@ -101,16 +104,6 @@ def _schema_from_first_request(path: Path) -> dict | None:
     return None
 
 
-def _template_hash(tdir: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        for name in TEMPLATE_FILES:
-            digest.update(name.encode() + b"\0" + (tdir / name).read_bytes() + b"\1")
-    except OSError:
-        return ""
-    return "sha256:" + digest.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------- validating
 
 
@@ -131,16 +124,9 @@ class OutputValidator:
     """Validates outputs against one schema (its declared draft; 2020-12 when it declares none)."""
 
     def __init__(self, schema: dict, source: str = "schema.json"):
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-        from jsonschema.validators import validator_for
-
-        cls = validator_for(schema, default=Draft202012Validator)
-        try:
-            cls.check_schema(schema)
-        except SchemaError as exc:
-            raise BatchpilotError(f"{source}: not a valid JSON Schema: {exc.message}",
-                                  "fix the schema and merge again") from None
+        cls, problem = validator_class(schema)
+        if problem is not None:
+            raise BatchpilotError(f"{source}: not a valid JSON Schema: {problem.message}", "fix the schema and merge again")
         self.schema = schema
         self._validator = cls(schema)
         draft = str(schema.get("$schema", FAST_DRAFTS[0])).rstrip("#")

@@ -8,24 +8,14 @@ retry and report never care which executor wrote it. An errored result nests the
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
+from batchpilot.api.failures import error_body
 from batchpilot.core.clock import now_iso
 
-# The API's error type for an HTTP status, for answers whose body does not name one.
-ERROR_TYPES_BY_STATUS = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-                         403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                         429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
-
-
-def error_type_for_status(status: int | None) -> str:
-    """The API's error type for an HTTP status; `api_error` for any status the API does not name."""
-    return ERROR_TYPES_BY_STATUS.get(status or 0, "api_error")
-
-
-def error_body(type_: str, message: str, **extra: Any) -> dict:
-    """The API's error body `{"type": "error", "error": {"type", "message"}}`, plus `extra` keys (request_id)."""
-    return {"type": "error", "error": {"type": type_, "message": message}, **extra}
+_CUSTOM_ID = re.compile(rb'^\{"custom_id":"([A-Za-z0-9_-]{1,64})"')
 
 
 def errored(type_: str, message: str, **extra: Any) -> dict:
@@ -36,3 +26,11 @@ def errored(type_: str, message: str, **extra: Any) -> dict:
 def result_record(custom_id: str, result: dict, attempt: int, mode: str, **extra: Any) -> dict:
     """One results.jsonl line: the batch result line plus attempt, mode and the time it was recorded."""
     return {"custom_id": custom_id, "result": result, "attempt": attempt, "mode": mode, "at": now_iso(), **extra}
+
+
+def custom_id_of(line: bytes) -> str:
+    """The custom_id of a request or result line (fast path for the compact lines batchpilot writes)."""
+    m = _CUSTOM_ID.match(line)
+    if m:
+        return m.group(1).decode("ascii")
+    return json.loads(line)["custom_id"]

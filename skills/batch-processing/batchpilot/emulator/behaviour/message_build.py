@@ -78,7 +78,3 @@ def sse_body(message: dict) -> bytes:
     }))
     frames.append(_frame("message_stop", {"type": "message_stop"}))
     return "".join(frames).encode("utf-8")
-
-
-def error_frame(error_type: str, message: str) -> bytes:
-    return _frame("error", {"type": "error", "error": {"type": error_type, "message": message}}).encode("utf-8")

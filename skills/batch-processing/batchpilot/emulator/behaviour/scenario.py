@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchpilot.core.tokens import _block_text
+from batchpilot.core.tokens import block_text
 
 ENFORCE_MARK = "[structured-output-enforce]"
 TURNS = ("prompt", "tool_result", "enforce")
@@ -155,9 +155,9 @@ def _blocks(content: Any) -> list:
 
 
 def all_text(params: dict) -> str:
-    parts = [_block_text(b) for b in _blocks(params.get("system"))]
+    parts = [block_text(b) for b in _blocks(params.get("system"))]
     for message in _messages(params):
-        parts += [_block_text(b) for b in _blocks(message.get("content"))]
+        parts += [block_text(b) for b in _blocks(message.get("content"))]
     return "\n".join(parts)
 
 
@@ -171,7 +171,7 @@ def _last_user(params: dict) -> dict | None:
 
 def last_user_text(params: dict) -> str:
     message = _last_user(params)
-    return "\n".join(_block_text(b) for b in _blocks(message.get("content"))) if message else ""
+    return "\n".join(block_text(b) for b in _blocks(message.get("content"))) if message else ""
 
 
 def last_turn_kind(params: dict) -> str:

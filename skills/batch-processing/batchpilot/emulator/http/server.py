@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from batchpilot.emulator.app import App
+from batchpilot.emulator.routes.admin import stats
 from batchpilot.emulator.state.batch_store import DropConnection
 from batchpilot.emulator.config import EmulatorConfig
 from batchpilot.emulator.behaviour.responder import make_id
@@ -218,8 +219,6 @@ class Emulator:
 
     # Admin conveniences for in-process users (the same as the /_emulator/ endpoints).
     def stats(self) -> dict:
-        from batchpilot.emulator.routes.admin import stats
-
         return stats(self.app)
 
     def advance(self, seconds: float) -> None:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchpilot.emulator.state.batch_store import Batch
+
 if TYPE_CHECKING:
     from batchpilot.emulator.app import App
 
@@ -67,8 +69,6 @@ def save(app: "App", path: Path) -> None:
 
 
 def restore(app: "App", path: Path) -> None:
-    from batchpilot.emulator.state.batch_store import Batch
-
     if not path.exists():
         return
     state = json.loads(path.read_text(encoding="utf-8"))

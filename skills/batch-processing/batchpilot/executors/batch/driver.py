@@ -6,7 +6,7 @@
 `wait_and_fetch` polls the run's open batches (`poll.py`), submits shards that were waiting for room in the
 processing queue as earlier batches end, and fetches each batch as soon as it ends (`fetch.py`): results
 are downloaded at once, never left to the 29-day limit. `drive` then decides about a retry round
-(`retry.py`) and loops. Every decision is recomputed from the journal and results.jsonl, so a process
+(`results/selection.py`) and loops. Every decision is recomputed from the journal and results.jsonl, so a process
 killed anywhere resumes by running the same command again.
 """
 
@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from batchpilot.executors.batch.state import load_state, record
+from batchpilot.api.failures import account_error
+from batchpilot.executors.batch.state import load_state, record, round_refusal
 from batchpilot.core.progress import Progress
-from batchpilot.results.selection import DEFAULT_MAX_ROUNDS, DEFAULT_SELECTION, account_error, account_failure, classify, write_round_file
+from batchpilot.core.shell import next_command
+from batchpilot.results.selection import DEFAULT_MAX_ROUNDS, DEFAULT_SELECTION, classify, write_round_file
 
 EMULATOR_DIR = "emulator"
 
@@ -125,12 +127,13 @@ def drive(client: Any, run_dir: Path, progress: Progress, emulate: bool, wait: b
         current = max(state.rounds)
         out.rounds = current
         if state.stopped:
-            raise account_error(state.stopped.get("error_type", "error"), state.stopped.get("message", ""))
+            raise account_error(state.stopped.get("error_type", "error"), state.stopped.get("message", ""),
+                                _resume_after_stop(run_dir))
         # An explicit retry after an account stop means "fixed it": judge only the rounds it submits.
-        failure = None if (force_first and first) else account_failure(state, current)
+        failure = None if (force_first and first) else round_refusal(state, current)
         if failure:
             record(run_dir, "job_stopped", reason="account", error_type=failure[0], message=failure[1])
-            raise account_error(*failure)
+            raise account_error(*failure, _resume_after_stop(run_dir))
         if state.canceled:
             out.stopped = "the job was canceled"
             break
@@ -171,3 +174,8 @@ def counts_receipt(run_dir: Path) -> dict:
         for k, v in counts.items():
             total[k] = total.get(k, 0) + v
     return {"rounds": len(state.rounds), "batches": len(state.batches), "counts": total}
+
+
+def _resume_after_stop(run_dir: Path) -> str:
+    # After an account stop only an explicit retry of the errored items goes on (it lifts the stop).
+    return next_command("retry", run_dir, "--only", "errored")

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from batchpilot.core import crash
+from batchpilot.api.client import describe_api_error
+from batchpilot.api.failures import describe
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import BatchState, RunState, record
 from batchpilot.core.progress import Progress
@@ -80,16 +82,12 @@ def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress
             inner = body.get("error") if isinstance(body.get("error"), dict) else body
             if inner.get("type") == "not_found_error":
                 return True
-            from batchpilot.api.client import describe_api_error
-
             raise describe_api_error(exc) from None
         except (anthropic.APIConnectionError, anthropic.APIStatusError, _Incomplete, *transport) as exc:
             if isinstance(exc, anthropic.APIStatusError) and exc.status_code < 500 and exc.status_code != 429:
-                from batchpilot.api.client import describe_api_error
-
                 raise describe_api_error(exc) from None
             last_error = exc
-            progress.warn(f"results of {batch.id}: download {attempt} broke ({_describe(exc)}); starting it again")
+            progress.warn(f"results of {batch.id}: download {attempt} broke ({describe(exc)}); starting it again")
             continue
         if lines != batch.requests:
             last_error = _Incomplete(f"{lines} lines for {batch.requests} requests")
@@ -100,7 +98,7 @@ def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress
         record(run_dir, "results_downloaded", batch_id=batch.id, path=str(raw.relative_to(run_dir)), lines=lines, bytes=size)
         return False
     part.unlink(missing_ok=True)
-    raise BatchpilotError(f"results of batch {batch.id}: {DOWNLOAD_ATTEMPTS} downloads failed ({_describe(last_error)})",
+    raise BatchpilotError(f"results of batch {batch.id}: {DOWNLOAD_ATTEMPTS} downloads failed ({describe(last_error)})",
                           "re-run `batchpilot fetch RUN`; finished downloads are kept")
 
 
@@ -245,8 +243,3 @@ def _truncate(path: Path, size: int) -> None:
             os.fsync(fh.fileno())
 
 
-def _describe(exc: Exception | None) -> str:
-    if exc is None:
-        return "unknown error"
-    status = getattr(exc, "status_code", None)
-    return f"{status} {getattr(exc, 'message', exc)}" if status else f"{type(exc).__name__}: {exc}"

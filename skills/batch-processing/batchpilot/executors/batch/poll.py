@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from batchpilot.api.client import describe_api_error
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import BatchState, RunState, record
 from batchpilot.core.progress import Progress
@@ -123,8 +124,6 @@ def poll_once(client: Any, run_dir: Path, state: RunState, pacer: Pacer, progres
             if exc.status_code >= 500 or exc.status_code == 429:
                 progress.warn(f"polling {batch.id}: {exc.status_code}; trying again later")
                 continue
-            from batchpilot.api.client import describe_api_error
-
             raise describe_api_error(exc) from None
         except anthropic.APIConnectionError:
             failed += 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.rundir.records import custom_id_of
 
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
@@ -33,7 +34,6 @@ MAX_BYTES_ENV = "BATCHPILOT_MAX_BATCH_BYTES"
 PREFIX = b'{"requests":['
 SUFFIX = b"]}"
 ID_SCAN_BLOCK = 8 << 20  # bytes per regex scan in iter_shard_ids
-_CUSTOM_ID = re.compile(rb'^\{"custom_id":"([A-Za-z0-9_-]{1,64})"')
 
 
 @dataclass
@@ -70,16 +70,6 @@ def limits(max_requests: int | None = None, max_bytes: int | None = None) -> tup
     n = min(pick(max_requests, MAX_REQUESTS_ENV, MAX_REQUESTS_PER_BATCH), MAX_REQUESTS_PER_BATCH)
     b = min(pick(max_bytes, MAX_BYTES_ENV, MAX_BATCH_BYTES), MAX_BATCH_BYTES)
     return n, int(b * HEADROOM)
-
-
-def custom_id_of(line: bytes) -> str:
-    """The custom_id of a request or result line (fast path for the compact lines batchpilot writes)."""
-    m = _CUSTOM_ID.match(line)
-    if m:
-        return m.group(1).decode("ascii")
-    import json
-
-    return json.loads(line)["custom_id"]
 
 
 def plan_shards(path: Path, max_requests: int, max_bytes: int) -> list[Shard]:

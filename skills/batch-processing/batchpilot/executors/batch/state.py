@@ -27,10 +27,12 @@ truncated back to `offset` and the batch recorded again (`fetch.py`).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchpilot.api.failures import account_refusal
 from batchpilot.core import crash
 from batchpilot.rundir.journal import iter_journal, journal
 from batchpilot.executors.batch.shards import Shard
@@ -160,3 +162,18 @@ def load_state(run_dir: Path) -> RunState:
         elif kind == "job_resumed":
             state.canceled, state.stopped = False, None
     return state
+
+
+def round_refusal(state: RunState, round_: int) -> tuple[str, str] | None:
+    """(error type, API message) when a round's recorded lines show the account refused, else None."""
+    errors: Counter = Counter()
+    messages: dict[str, str] = {}
+    lines = 0
+    for batch in state.batches.values():
+        if batch.round != round_ or not batch.recorded:
+            continue
+        lines += batch.recorded.get("lines", 0)
+        errors.update(batch.recorded.get("errors") or {})
+        for etype, msg in (batch.recorded.get("messages") or {}).items():
+            messages.setdefault(etype, msg)
+    return account_refusal(errors, messages, lines)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from batchpilot.core import crash
+from batchpilot.api.client import describe_api_error
+from batchpilot.api.failures import api_message, describe
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import RunState, ShardState, load_state, record
 from batchpilot.core.progress import Progress
@@ -82,7 +84,7 @@ def submit_pending(client: Any, run_dir: Path, progress: Progress) -> SubmitResu
             batch_id = _create_with_reconcile(client, run_dir, state, shard, source, progress)
         except anthropic.RateLimitError as exc:
             record(run_dir, "create_refused", round=shard.round, shard=shard.shard, status=429)
-            result.blocked = f"the API refused a new batch for now (429: {_api_message(exc)})"
+            result.blocked = f"the API refused a new batch for now (429: {api_message(exc)})"
             break
         result.created.append(batch_id)
         progress.stage(f"round {shard.round} shard {shard.shard}/{len(state.rounds[shard.round].shards)}: "
@@ -108,7 +110,7 @@ def _create_with_reconcile(client: Any, run_dir: Path, state: RunState, shard: S
             batch = creator.post("/v1/messages/batches", cast_to=MessageBatch, content=body,
                                  options={"headers": {"Content-Type": "application/json"}})
         except (anthropic.APIConnectionError, anthropic.InternalServerError) as exc:
-            progress.warn(f"round {shard.round} shard {shard.shard}: create failed ambiguously ({_describe(exc)}); "
+            progress.warn(f"round {shard.round} shard {shard.shard}: create failed ambiguously ({describe(exc)}); "
                           "checking whether the batch exists before trying again")
             time.sleep(min(8.0, 0.5 * 2 ** attempt))
             found = reconcile(client, run_dir, state, shard, progress)
@@ -120,14 +122,12 @@ def _create_with_reconcile(client: Any, run_dir: Path, state: RunState, shard: S
                 raise
             if exc.status_code in (400, 413, 422):
                 record(run_dir, "create_rejected", round=shard.round, shard=shard.shard, status=exc.status_code,
-                       message=_api_message(exc))
+                       message=api_message(exc))
                 hint = ("lower BATCHPILOT_MAX_BATCH_BYTES so shards are smaller, then prepare a new run"
                         if exc.status_code == 413 else "fix the requests (see the message), prepare a new run, and submit it")
                 raise BatchpilotError(f"the API rejected batch round {shard.round} shard {shard.shard} "
-                                      f"({exc.status_code}): {_api_message(exc)}", hint) from None
+                                      f"({exc.status_code}): {api_message(exc)}", hint) from None
             record(run_dir, "create_refused", round=shard.round, shard=shard.shard, status=exc.status_code)
-            from batchpilot.api.client import describe_api_error
-
             raise describe_api_error(exc) from None
         finally:
             body.close()
@@ -189,15 +189,3 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _api_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    return str(getattr(exc, "message", exc))
-
-
-def _describe(exc: Exception) -> str:
-    status = getattr(exc, "status_code", None)
-    return f"{status} {_api_message(exc)}" if status else type(exc).__name__

@@ -15,7 +15,7 @@ output tokens per minute, each a token bucket), so throughput is set by a client
 4. The request goes out on its own task with SDK retries off (`max_retries=0`): this loop owns retries.
    * 200: the reservation is corrected from `usage`, the headers refresh the limits, and the result record
      is appended (fsynced) to `results.jsonl` before the item counts as done.
-   * a failure is sorted by `direct_errors.classify`: rate_limited (429: the reservation is returned, the
+   * a failure is sorted by `api.failures.classify`: rate_limited (429: the reservation is returned, the
      bucket that ran out pauses for `retry-after`, the job goes to the front; up to MAX_RATE_LIMITED, not
      counted as attempts), transient (backoff, up to `max_attempts`, then errored), permanent (errored at
      once) or account (the run stops: nothing more is sent, in-flight requests finish, and `run_direct`
@@ -35,19 +35,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchpilot.executors.direct.budget import Budget, run_prices, worst_case_cost
+from batchpilot.executors.direct.budget import Budget, run_prices
 from batchpilot.api.failures import Failure, account_error, backoff, classify
-from batchpilot.executors.direct.jobs import Job, JobQueue, ResultWriter, iter_jobs, read_ledger, sendable
-from batchpilot.executors.direct.progress import Tally, tick
+from batchpilot.executors.direct.jobs import JobQueue, PendingRequest, ResultWriter, iter_jobs, read_ledger, sendable
+from batchpilot.executors.direct.progress import DirectTally, tick
 from batchpilot.core.progress import Progress
 from batchpilot.executors.direct.limiter import Limiter, Limits, Reservation
 from batchpilot.rundir.records import result_record
+from batchpilot.core.shell import next_command
 from batchpilot.rundir.journal import journal
 from batchpilot.rundir.manifest import open_run
 
-# The public API (some of it defined in the modules above, and re-exported here).
-__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_MAX_ATTEMPTS", "Failure", "Limits", "classify", "run_direct",
-           "run_direct_async", "sendable", "worst_case_cost"]
 
 DEFAULT_CONCURRENCY = 32
 DEFAULT_MAX_ATTEMPTS = 5
@@ -79,9 +77,9 @@ class DirectExecutor:
         self.interrupt_grace = interrupt_grace
         self.results_path = self.run_dir / "results.jsonl"
         self.writer = ResultWriter(self.results_path)
-        self.tally = Tally(int(manifest.get("item_count") or 0))
+        self.tally = DirectTally(int(manifest.get("item_count") or 0))
         self.queue = JobQueue(iter(()))
-        self.inflight: dict[asyncio.Task, Job] = {}
+        self.inflight: dict[asyncio.Task, PendingRequest] = {}
         self.wake = asyncio.Event()
         # Outcome.
         self.stopping: str | None = None  # interrupted | max_cost | account_error | crashed
@@ -123,7 +121,7 @@ class DirectExecutor:
             return self.concurrency
         return 1
 
-    async def _admit(self, job: Job) -> bool:
+    async def _admit(self, job: PendingRequest) -> bool:
         """Wait for a slot, the budget and the limiter; start the job's task. False when the run stopped."""
         while self.stopping is None and len(self.inflight) >= self._ceiling():
             probing = self.tally.started + PROBE_WAIT - time.monotonic()
@@ -152,7 +150,7 @@ class DirectExecutor:
 
     # ------------------------------------------------------------------ one request
 
-    async def _run(self, job: Job, reservation: Reservation, worst: float) -> None:
+    async def _run(self, job: PendingRequest, reservation: Reservation, worst: float) -> None:
         import anthropic
 
         job.sends += 1
@@ -183,7 +181,7 @@ class DirectExecutor:
             self.inflight.pop(asyncio.current_task(), None)
             self.wake.set()
 
-    async def _succeeded(self, job: Job, reservation: Reservation, raw: Any) -> None:
+    async def _succeeded(self, job: PendingRequest, reservation: Reservation, raw: Any) -> None:
         body = raw.http_response.json()
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         counted_input = int(usage.get("input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0)
@@ -195,7 +193,7 @@ class DirectExecutor:
                                               "direct"))
         self.tally.answered(usage)
 
-    async def _failed(self, job: Job, reservation: Reservation, failure: Failure) -> None:
+    async def _failed(self, job: PendingRequest, reservation: Reservation, failure: Failure) -> None:
         if failure.kind == "rate_limited":
             self.tally.rate_limited += 1
             job.rate_limited += 1
@@ -222,7 +220,7 @@ class DirectExecutor:
                 return
         await self._record_error(job, failure)
 
-    async def _record_error(self, job: Job, failure: Failure) -> None:
+    async def _record_error(self, job: PendingRequest, failure: Failure) -> None:
         result = {"type": "errored", "error": failure.error}  # the API's body as it came, request_id included
         await self.writer.write(result_record(job.custom_id, result, job.attempt, "direct"))
         self.tally.errored[failure.type] += 1
@@ -282,7 +280,7 @@ class DirectExecutor:
         if self.crash is not None:
             raise self.crash
         if self.fatal is not None:
-            raise account_error(self.fatal, self.run_dir)
+            raise account_error(self.fatal.type, self.fatal.message, next_command("direct", self.run_dir), self.fatal.status)
         return self._receipt(duration, not_run)
 
     async def _drain(self) -> None:

@@ -2,8 +2,8 @@
 
 `read_ledger` reads `results.jsonl` once: ids that already succeeded are skipped (a rerun after a crash or
 Ctrl-C sends no finished item again) and earlier attempt numbers are continued. `iter_jobs` streams the
-requests file (never loaded whole) into `Job`s; `JobQueue` puts rate-limited and interrupted jobs first,
-then retries whose backoff has passed, then new work. `sendable` turns a request line's params into the
+requests file (never loaded whole) into jobs, one `PendingRequest` per item; `JobQueue` puts rate-limited
+and interrupted jobs first, then retries whose backoff has passed, then new work. `sendable` turns a request line's params into the
 SDK call's arguments. `ResultWriter` appends result records with group commit: a record is on disk
 (fsynced) before its item counts as done.
 """
@@ -27,8 +27,8 @@ CLIENT_ONLY_KEYS = ("stream",)
 
 
 @dataclass
-class Job:
-    """One item's request and what has happened to it in this run."""
+class PendingRequest:
+    """A job: one item's request still to be answered, and what has happened to it in this run."""
 
     custom_id: str
     params: dict
@@ -63,7 +63,7 @@ def read_ledger(results_path: Path) -> tuple[set[str], dict[str, int]]:
     return done, attempts
 
 
-def iter_jobs(requests_path: Path, done: set[str], prior: dict[str, int]) -> Iterator[Job]:
+def iter_jobs(requests_path: Path, done: set[str], prior: dict[str, int]) -> Iterator[PendingRequest]:
     """The requests file's lines as Jobs, in file order, minus the ids in `done`."""
     for number, line in enumerate(iter_jsonl(requests_path), 1):
         cid, params = line.get("custom_id"), line.get("params")
@@ -72,7 +72,7 @@ def iter_jobs(requests_path: Path, done: set[str], prior: dict[str, int]) -> Ite
                                   "the run directory was edited or damaged; prepare the run again")
         if cid in done:
             continue
-        yield Job(cid, params, estimate_input_tokens(params), int(params.get("max_tokens") or 0), prior.get(cid, 0))
+        yield PendingRequest(cid, params, estimate_input_tokens(params), int(params.get("max_tokens") or 0), prior.get(cid, 0))
 
 
 def sendable(params: dict) -> tuple[dict, dict]:
@@ -90,14 +90,14 @@ class JobQueue:
     """What to send next: jobs put back at the front (429s, interrupted admissions), then retries whose
     backoff has passed (retries go ahead of new work), then the next new job from `source`."""
 
-    def __init__(self, source: Iterator[Job]):
+    def __init__(self, source: Iterator[PendingRequest]):
         self.source = source
-        self.front: deque[Job] = deque()
-        self.retries: list[tuple[float, int, Job]] = []  # (ready_at, seq, job): a heap
+        self.front: deque[PendingRequest] = deque()
+        self.retries: list[tuple[float, int, PendingRequest]] = []  # (ready_at, seq, job): a heap
         self.seq = itertools.count()
         self.exhausted = False  # source has no more jobs
 
-    def next(self, now: float) -> Job | None:
+    def next(self, now: float) -> PendingRequest | None:
         """The job to send now, or None when nothing is ready."""
         if self.front:
             return self.front.popleft()
@@ -110,7 +110,7 @@ class JobQueue:
             self.exhausted = True
         return None
 
-    def retry_at(self, job: Job, ready: float) -> None:
+    def retry_at(self, job: PendingRequest, ready: float) -> None:
         heapq.heappush(self.retries, (ready, next(self.seq), job))
 
     def wait(self, now: float) -> float | None:

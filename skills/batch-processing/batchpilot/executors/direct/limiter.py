@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from batchpilot.api.headers import lower_headers
+
 DIMENSIONS = ("requests", "input_tokens", "output_tokens")
 HEADER_NAMES = {"requests": "requests", "input_tokens": "input-tokens", "output_tokens": "output-tokens"}
 HEADER_PREFIX = "anthropic-ratelimit-"
@@ -125,13 +127,6 @@ class Bucket:
             self.level = float(remaining)
 
 
-def lower_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
-    """A plain lower-cased copy of a header mapping (httpx headers, a dict, or None)."""
-    if not headers:
-        return {}
-    return {str(k).lower(): str(v) for k, v in headers.items()}
-
-
 def _int(value: str | None) -> int | None:
     if value is None:
         return None
@@ -139,22 +134,6 @@ def _int(value: str | None) -> int | None:
         return int(float(value))
     except ValueError:
         return None
-
-
-def parse_retry_after(headers: Mapping[str, Any] | None) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds), or None when absent or unusable."""
-    h = lower_headers(headers)
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = h.get(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw) * scale
-        except ValueError:
-            continue  # an HTTP-date: rare on this API; the bucket math decides instead
-        if value >= 0:
-            return value
-    return None
 
 
 def header_limits(headers: Mapping[str, Any] | None) -> dict[str, tuple[int | None, int | None]]:

@@ -21,7 +21,7 @@ RATE_WINDOW = 10.0  # seconds of history behind the rates on the progress line
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 
-class Tally:
+class DirectTally:
     """Counters of one direct run. `todo` is what this run set out to send (items minus already succeeded)."""
 
     def __init__(self, total_items: int):
@@ -104,7 +104,7 @@ class Tally:
         }
 
 
-async def tick(tally: Tally, limiter: Limiter, progress: Progress, spent: Callable[[], float]) -> None:
+async def tick(tally: DirectTally, limiter: Limiter, progress: Progress, spent: Callable[[], float]) -> None:
     """Refresh the progress line until cancelled; say once what the limits are when the first answer told us."""
     reported = False
     while True:

@@ -102,16 +102,21 @@ def md_cell(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
 
 
+def _table(merged_path: Path, layout: Layout) -> Iterator[list[Any]]:
+    """Every row of every merged record, in merged.jsonl order."""
+    for merged in iter_jsonl(merged_path):
+        yield from layout.rows(merged)
+
+
 def write_csv(merged_path: Path, target: Path, schema: dict) -> int:
     """merged.jsonl → CSV (RFC 4180, UTF-8); returns the number of data rows."""
     layout, rows = Layout(schema), 0
     with atomic_stream(target) as fh:
         writer = csv.writer(fh, lineterminator="\r\n")
         writer.writerow(layout.columns)
-        for merged in iter_jsonl(merged_path):
-            for row in layout.rows(merged):
-                writer.writerow([csv_cell(v) for v in row])
-                rows += 1
+        for row in _table(merged_path, layout):
+            writer.writerow([csv_cell(v) for v in row])
+            rows += 1
     return rows
 
 
@@ -121,14 +126,19 @@ def write_md(merged_path: Path, target: Path, schema: dict) -> int:
     with atomic_stream(target) as fh:
         fh.write("| " + " | ".join(md_cell(c) for c in layout.columns) + " |\n")
         fh.write("|" + "---|" * len(layout.columns) + "\n")
-        for merged in iter_jsonl(merged_path):
-            for row in layout.rows(merged):
-                fh.write("| " + " | ".join(md_cell(v) for v in row) + " |\n")
-                rows += 1
+        for row in _table(merged_path, layout):
+            fh.write("| " + " | ".join(md_cell(v) for v in row) + " |\n")
+            rows += 1
     return rows
 
 
-EXPORTERS: dict[str, tuple[str, Callable[[Path, Path, dict], int]]] = {
-    "csv": ("merged.csv", write_csv),
-    "md": ("merged.md", write_md),
+def export_name(fmt: str) -> str:
+    """The file an export format is written to in the run directory: `merged.csv`, `merged.md`."""
+    return f"merged.{fmt}"
+
+
+# `merge --format WORD` -> the writer (merged.jsonl, target, schema) -> rows written; the target is export_name(WORD).
+EXPORTERS: dict[str, Callable[[Path, Path, dict], int]] = {
+    "csv": write_csv,
+    "md": write_md,
 }

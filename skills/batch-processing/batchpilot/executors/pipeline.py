@@ -1,0 +1,237 @@
+"""The pipeline `run` drives: prepare (or resume) a run directory, run one executor over it, merge, report.
+
+`EXECUTORS` is the one table of executors: a mode word to the function that runs a prepared run in that mode
+and returns the body of the `run` receipt. batch, direct and headless run to the end, then merge and report
+(batchpilot.executors.steps); agents writes the prompt files and returns the first wave of subagent tasks,
+because only the orchestrating agent can launch subagents. The `direct` and `headless` commands run one
+executor alone (`direct_job`, `headless_job`); `retry` and `demo` reuse the batch and direct runs. Each
+function returns its command's receipt, or the body of one; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from batchpilot.api.client import EMULATOR_KEY, api_client, sdk_errors
+from batchpilot.api.failures import raise_if_unreachable
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.progress import Progress
+from batchpilot.core.shell import next_command
+from batchpilot.executors.agents import fanout_run
+from batchpilot.executors.batch.driver import batch_client, counts_receipt, drive
+from batchpilot.executors.direct.executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, run_direct
+from batchpilot.executors.direct.limiter import Limits
+from batchpilot.executors.headless import run_headless
+from batchpilot.executors.steps import merge_and_report
+from batchpilot.prepare.job import open_job
+from batchpilot.prepare.plan import recommend
+from batchpilot.results.selection import DEFAULT_MAX_ROUNDS
+from batchpilot.rundir.create import PrepareResult, create_run, default_run_dir
+from batchpilot.rundir.lock import run_lock
+from batchpilot.rundir.manifest import open_run
+
+if TYPE_CHECKING:
+    from batchpilot.emulator.config import EmulatorConfig
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `run` (and `demo`) execute and finish a prepared run."""
+
+    emulate: bool = False
+    no_wait: bool = False
+    max_rounds: int | None = None
+    max_cost: float | None = None
+    parallel: int = 4
+    formats: tuple[str, ...] = ()
+
+    @property
+    def emulated(self) -> list[str]:
+        """`--emulate` when rehearsing, for the suggested next command."""
+        return ["--emulate"] if self.emulate else []
+
+
+def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent: bool, needs_tools: bool,
+            options: RunOptions, progress: Progress) -> dict:
+    """The `run` receipt: prepare (or resume) the run directory, execute it in `mode` (auto: plan's choice)."""
+    if mode == "auto":
+        mode = choose_mode(job_kwargs, run_dir, urgent, needs_tools, options.emulate, progress)
+    job = open_job(mode=mode, **job_kwargs)
+    target = run_dir or default_run_dir(job.template.name)
+    progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
+    prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
+    check_resumed_mode(prepared, target, mode)
+    body = EXECUTORS[mode](prepared.run_dir, options, progress)
+    return {"command": "run", "run": str(prepared.run_dir), "mode": mode, "items": prepared.item_count,
+            "resumed": prepared.unchanged, **body}
+
+
+def choose_mode(job_kwargs: dict[str, Any], run_dir: Path | None, urgent: bool, needs_tools: bool, emulate: bool,
+                progress: Progress) -> str:
+    """The mode plan recommends for this job (a resumed run keeps the mode it was prepared with).
+
+    With --emulate the job is a rehearsal of the API, so the choice is among the API modes (batch, direct).
+    """
+    if run_dir is not None and (Path(run_dir) / "run.json").is_file():
+        return str(open_run(run_dir).get("mode") or "batch")
+    job = open_job(mode="batch", **job_kwargs)
+    count = sum(1 for _ in job.items())
+    mode, why = recommend(count, needs_tools or job.template.needs_tools, urgent, False)
+    if emulate and mode in ("agents", "headless"):
+        mode, why = ("direct", "a rehearsal of the urgent path") if urgent else ("batch", "a rehearsal of the half-price path")
+        why = f"--emulate rehearses the API modes: {why} (plan recommends agents or headless for the real job)"
+    if mode not in EXECUTORS:
+        raise BatchpilotError(f"plan recommends {mode}: {why}", "process the items in order yourself, or pick a --mode")
+    progress.stage(f"mode {mode}: {why}")
+    return mode
+
+
+def check_resumed_mode(prepared: PrepareResult, target: Path, mode: str) -> None:
+    """A resumed run directory runs only in the mode it was prepared for."""
+    if prepared.unchanged and prepared.manifest.get("mode") not in (None, mode):
+        raise BatchpilotError(f"{target} was prepared for mode {prepared.manifest.get('mode')}, not {mode}",
+                              f"re-run with --mode {prepared.manifest.get('mode')}, or pass a new --run directory")
+
+
+def run_batch(run_dir: Path, options: RunOptions, progress: Progress, emulator_config: EmulatorConfig | None = None) -> dict:
+    """Batch mode: submit → wait → fetch → retry rounds → merge → report. Returns the receipt's body."""
+    with run_lock(run_dir):
+        with batch_client(options.emulate, run_dir, emulator_config) as client:
+            try:
+                with sdk_errors():
+                    outcome = drive(client, run_dir, progress, options.emulate, wait=not options.no_wait,
+                                    max_rounds=options.max_rounds or DEFAULT_MAX_ROUNDS)
+            except BatchpilotError:
+                if (run_dir / "results.jsonl").exists():
+                    merge_and_report(run_dir, options.formats, progress)  # what did finish is still worth reading
+                raise
+    if outcome.waiting:
+        return {**counts_receipt(run_dir), "batch_ids": outcome.submitted,
+                "next": next_command("status", run_dir, "--wait", *options.emulated)}
+    progress.stage(f"batches done: {outcome.stopped}")
+    merged, report = merge_and_report(run_dir, options.formats, progress)
+    return {**counts_receipt(run_dir), "stopped": outcome.stopped, "counts": merged["counts"],
+            "cost_usd": merged.get("cost_usd") or (merged.get("cost") or {}).get("usd"),
+            "files": {**merged.get("files", {}), **report},
+            "next": next_command("retry", run_dir, *options.emulated) if _failed(merged) else None}
+
+
+def run_direct_mode(run_dir: Path, options: RunOptions, progress: Progress) -> dict:
+    """Direct mode: the Messages API at the rate limit, then merge and report."""
+    with api_client(options.emulate, async_client=True, max_retries=0) as client:
+        receipt = run_direct(run_dir, client, concurrency=DEFAULT_CONCURRENCY, max_cost=options.max_cost,
+                             max_attempts=DEFAULT_MAX_ATTEMPTS, progress=progress, handle_sigint=True)
+    raise_if_unreachable(receipt["counts"], next_command("direct", run_dir))
+    if direct_unfinished(receipt):
+        return {"direct": receipt, "next": next_command("direct", run_dir, *options.emulated)}
+    return finish(run_dir, options, progress, {"direct": receipt})
+
+
+def run_headless_mode(run_dir: Path, options: RunOptions, progress: Progress) -> dict:
+    """Headless mode: `claude -p` subprocesses (pointed at an in-process emulator with --emulate)."""
+    with ExitStack() as stack:
+        env = None
+        if options.emulate:
+            # The emulator is imported only for a rehearsal; a real headless run never loads it.
+            from batchpilot.emulator.config import EmulatorConfig
+            from batchpilot.emulator.http.server import Emulator
+
+            emu = stack.enter_context(Emulator(EmulatorConfig(allow_unknown_models=True)))
+            env = {**os.environ, "ANTHROPIC_BASE_URL": emu.base_url, "ANTHROPIC_API_KEY": EMULATOR_KEY}
+        receipt = run_headless(run_dir, options.parallel, max_cost=options.max_cost, env=env,
+                               progress=lambda done, total: progress.update(done, total, "items"))
+        progress.done()
+    if receipt.get("stopped"):
+        return {"headless": receipt, "next": next_command("headless", run_dir)}
+    return finish(run_dir, options, progress, {"headless": receipt})
+
+
+def run_agents_mode(run_dir: Path, options: RunOptions, progress: Progress) -> dict:
+    """Agents mode: write the prompt files and return the first wave; the orchestrating agent takes it from there."""
+    receipt = fanout_run(run_dir)
+    receipt.pop("command", None)
+    receipt.pop("run", None)
+    receipt.pop("items", None)
+    return receipt
+
+
+def finish(run_dir: Path, options: RunOptions, progress: Progress, extra: dict) -> dict:
+    """Merge and report a run an executor has finished: the rest of the `run` receipt's body."""
+    merged, report = merge_and_report(run_dir, options.formats, progress)
+    return {**extra, "counts": merged["counts"], "cost_usd": merged.get("cost_usd"),
+            "files": {**merged.get("files", {}), **report},
+            "next": next_command("retry", run_dir, *options.emulated) if _failed(merged) else None}
+
+
+def _failed(merged: dict) -> int:
+    return sum(n for status, n in merged["counts"].items() if status != "ok")
+
+
+def direct_unfinished(receipt: dict) -> bool:
+    """A direct receipt that left items unsent: interrupted, stopped at --max-cost, or items not run."""
+    return receipt.get("stopped") in ("interrupted", "max_cost") or bool(receipt["counts"].get("not_run"))
+
+
+def direct_emulator_config(emulate: bool, rpm: int | None, itpm: int | None, faults: tuple[str, ...]) -> EmulatorConfig | None:
+    """The emulator `direct --emulate` starts, shaped by --emulate-rpm/-itpm/-fault (None without --emulate)."""
+    if not emulate and (rpm or itpm or faults):
+        raise BatchpilotError("--emulate-rpm, --emulate-itpm and --emulate-fault shape the emulator",
+                              "add --emulate, or drop them")
+    if not emulate:
+        return None
+    # The emulator is imported only for a rehearsal; a real direct run never loads it.
+    from batchpilot.emulator.config import EmulatorConfig
+
+    try:
+        return EmulatorConfig.from_options(fault=faults, requests_per_minute=rpm, input_tokens_per_minute=itpm)
+    except ValueError as exc:
+        raise BatchpilotError(str(exc), "fault specs look like overloaded=0.05 or kind=api_error,rate=0.1") from None
+
+
+def direct_job(run_dir: Path, emulate: bool, limits: Limits, concurrency: int | None, max_cost: float | None,
+               max_attempts: int | None, progress: Progress, *, emulate_rpm: int | None = None,
+               emulate_itpm: int | None = None, emulate_faults: tuple[str, ...] = ()) -> dict:
+    """The `direct` receipt: send the run's outstanding requests through the Messages API at the rate limit.
+
+    The emulate_* values shape the emulator (`direct_emulator_config`). An interrupted run's receipt has
+    `stopped: "interrupted"`, and its `next` resumes it.
+    """
+    open_run(run_dir)  # a clear error before any client or emulator starts
+    config = direct_emulator_config(emulate, emulate_rpm, emulate_itpm, emulate_faults)
+    with api_client(emulate, async_client=True, max_retries=0, emulator_config=config) as client:
+        receipt = run_direct(
+            run_dir, client, limits=limits, concurrency=concurrency or DEFAULT_CONCURRENCY,
+            max_cost=max_cost, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS, progress=progress,
+            handle_sigint=True,
+        )
+    raise_if_unreachable(receipt["counts"], next_command("direct", run_dir))
+    stopped = receipt["stopped"]
+    if direct_unfinished(receipt):
+        nxt = next_command("direct", run_dir, *(["--emulate"] if emulate else []))
+        if stopped == "max_cost":
+            progress.warn(f"stopped before exceeding --max-cost {max_cost}: {receipt['counts']['not_run']} item(s) not run; "
+                          "re-run with a higher --max-cost to continue")
+        elif stopped == "interrupted":
+            progress.stage(f"interrupted: {receipt['counts']['not_run']} item(s) not run; resume with `{nxt}`")
+    else:
+        nxt = next_command("merge", run_dir)
+    return {"command": "direct", **receipt, "next": nxt}
+
+
+def headless_job(run_dir: Path, parallel: int, claude: str | None, model: str | None, timeout: float,
+                 max_cost: float | None, bare: bool, progress: Progress) -> dict:
+    """The `headless` receipt: every item without a valid result through `claude -p`, `parallel` at a time."""
+    progress.stage(f"running {run_dir} through claude -p, {parallel} at a time ...")
+    receipt = run_headless(run_dir, parallel, claude, model, timeout, max_cost, bare,
+                           progress=lambda done, total: progress.update(done, total, "items"))
+    progress.done()
+    return receipt
+
+
+EXECUTORS: dict[str, Callable[..., dict]] = {
+    "batch": run_batch, "direct": run_direct_mode, "agents": run_agents_mode, "headless": run_headless_mode,
+}
