@@ -24,12 +24,10 @@ have anthropic, click and jsonschema), through the skill's shim `scripts/batchpi
     <command>          any --command, with ITEMS (the 10 files' glob) and RUN (a fresh directory) filled in
 
 The median wall time of each is reported, with help and plan_10 as ratios of import_anthropic; the target is
-a ratio under TARGET_RATIO, i.e. the commands that never call the API never pay for the SDK. `status` does
-call the API: even for a run whose batches have all ended it builds a client (a run never submitted is an
-error, "no batches yet"), so it needs ANTHROPIC_API_KEY or `--emulate`, which also starts the in-process
-emulator on the run's persisted emulator state. Its ratio is reported with no target: it shows what an API
-command's start-up costs on top of the SDK import. So do demo's, and plan_10_private_venv's ratio to plan_10
-(`private_venv_over_direct`), the price of the shim's re-run.
+a ratio under TARGET_RATIO, i.e. the commands that never call the API never pay for the SDK. `status` of a
+run whose batches have all ended answers from the run's journal: no client, no SDK import, no key. Its ratio
+is reported with no target, as are demo's and plan_10_private_venv's ratio to plan_10
+(`private_venv_over_direct`, the price of the shim's re-run).
 
 The private environment is made without network: a venv without pip whose site-packages has a .pth line
 naming the measured Python's site-packages (so it imports the same dependencies), plus the shim's ready

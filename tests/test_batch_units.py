@@ -119,6 +119,35 @@ def test_classify_latest_outcome_wins(tmp_path):
         parse_only("bogus")
 
 
+def test_a_success_is_never_selected_again_whatever_failed_with_a_higher_attempt_number(tmp_path):
+    """A direct retry numbers its tries (2..6) and a batch round its round (2): a connection failure of the
+    direct retry (attempt 6) followed by the batch round's success (attempt 2) is ok, as merge says, and a
+    further retry must not pay for the item again."""
+    from batchpilot.results.selection import DEFAULT_SELECTION, classify
+
+    run = run_with(tmp_path, 3)
+    lines = [result_line("r-0", "errored", 1, "overloaded_error"), result_line("r-0", "errored", 6, "connection_error"),
+             result_line("r-0", "succeeded", 2),
+             result_line("r-1", "succeeded", 1), result_line("r-1", "errored", 3, "connection_error"),
+             result_line("r-2", "errored", 6, "connection_error")]
+    (run / "results.jsonl").write_text("".join(lines))
+    found = classify(run, DEFAULT_SELECTION)
+    assert found.counts == {"ok": 2, "connection_error": 1}
+    assert set(found.selected) == {"r-2"}  # connection errors are retryable; successes are not re-bought
+
+
+def test_only_the_api_s_account_phrases_stop_a_run():
+    from batchpilot.api.failures import account_refusal, is_account_message
+
+    credit = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."
+    assert is_account_message(credit)
+    assert is_account_message("You have reached your specified API usage limits.")
+    for ordinary in ("This model requires a payment method on file", "billing address is incomplete",
+                     "messages.0: field required"):
+        assert not is_account_message(ordinary), ordinary
+        assert account_refusal({"invalid_request_error": 1}, {"invalid_request_error": ordinary}, 5) is None
+
+
 def test_account_failure_detection():
     from batchpilot.executors.batch.state import BatchState, RunState
     from batchpilot.executors.batch.state import round_refusal as account_failure

@@ -103,3 +103,11 @@ def test_lower_stages_do_not_import_higher_ones():
             if len(tparts) >= 2 and tparts[1] in order and order[tparts[1]] > order[parts[1]]:
                 wrong.append(f"{name} imports {target}")
     assert wrong == []
+
+
+def test_one_table_of_modes():
+    """The mode words the CLI offers, the commands that run them and the executors that `run` drives agree."""
+    from batchpilot.core.modes import EXECUTOR_COMMANDS, MODES
+    from batchpilot.executors.pipeline import EXECUTORS
+
+    assert set(MODES) == set(EXECUTOR_COMMANDS) == set(EXECUTORS)

@@ -45,7 +45,7 @@ def api_client(emulate: bool, *, async_client: bool = False, max_retries: int = 
 
 
 def _make(async_client: bool, **kwargs: Any) -> Any:
-    import anthropic
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
     cls = anthropic.AsyncAnthropic if async_client else anthropic.Anthropic
     return cls(**kwargs)
@@ -53,7 +53,7 @@ def _make(async_client: bool, **kwargs: Any) -> Any:
 
 def describe_api_error(exc: Exception) -> BatchpilotError:
     """Turn an SDK exception into an Error/Hint the user can act on (never echoing the key)."""
-    import anthropic
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
     if isinstance(exc, anthropic.AuthenticationError):
         return BatchpilotError(f"the API rejected the key ({exc.status_code})", f"check {API_KEY_ENV}; create a key in the Claude Console")

@@ -9,7 +9,7 @@ COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking",
 
 def count_sample(sample: list[dict], emulate: bool) -> int:
     """Sum of the API's input-token counts for these request params."""
-    import anthropic
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
     total = 0
     with api_client(emulate) as client:

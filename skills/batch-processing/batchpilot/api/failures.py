@@ -30,8 +30,10 @@ RETRYABLE_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error
                               "conflict_error", "connection_error"})
 ACCOUNT_ERRORS = frozenset({"authentication_error", "billing_error", "permission_error"})
 PERMANENT_ERRORS = frozenset({"invalid_request_error", "not_found_error", "request_too_large"} | ACCOUNT_ERRORS)
-# The API words low credit as a 400 invalid_request_error; these words in any message mean the account.
-ACCOUNT_MESSAGE = re.compile(r"credit balance|purchase credits|billing|payment|usage limits?|spend limit", re.I)
+# The API words low credit and a reached usage limit as a 400 invalid_request_error: these phrases (the API's
+# own) mean the account. Bare words like "billing" or "payment" do not: a request can fail for a reason that
+# merely mentions them, and stopping a whole run for it would be wrong.
+ACCOUNT_MESSAGE = re.compile(r"credit balance|purchase credits|plans? & billing|usage limits?|spend limit", re.I)
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"  # a 429 that no waiting will clear
 ACCOUNT_STATUSES = frozenset({401, 402, 403})
 TRANSIENT_STATUSES = frozenset({408, 409})  # plus every 5xx (529 included)

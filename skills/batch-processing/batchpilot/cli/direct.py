@@ -41,7 +41,7 @@ def direct(ctx: click.Context, run_dir: Path, emulate: bool, rpm: int | None, it
     """
     # Imported when the command runs: the direct executor is not needed for `--help`.
     from batchpilot.executors.direct.limiter import Limits
-    from batchpilot.executors.pipeline import direct_job
+    from batchpilot.executors.direct.command import direct_job
 
     receipt = direct_job(run_dir, emulate, Limits(rpm, itpm, otpm), concurrency, max_cost, max_attempts,
                          Progress(quiet(ctx)), emulate_rpm=emulate_rpm, emulate_itpm=emulate_itpm,

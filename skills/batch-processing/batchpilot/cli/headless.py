@@ -29,6 +29,6 @@ def headless(ctx: click.Context, run_dir: Path, parallel: int, claude: str | Non
     Example: batchpilot headless .batchpilot/runs/review --parallel 4 --max-cost 2
     """
     # Imported when the command runs: the executors are not needed for `--help`.
-    from batchpilot.executors.pipeline import headless_job
+    from batchpilot.executors.headless import headless_job
 
     emit(headless_job(run_dir, parallel, claude, model, timeout, max_cost, bare, Progress(quiet(ctx))))

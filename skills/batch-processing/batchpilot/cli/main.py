@@ -1,6 +1,6 @@
 """The `batchpilot` command line: a click group that loads each command's module only when it runs.
 
-Conventions every command follows (DESIGN.md, "The command-line contract"):
+Conventions every command follows (README.md, "Usage"):
 
 * stdout carries exactly one JSON object, the receipt, printed by `emit` (indent 2);
 * progress and warnings go to stderr;

@@ -22,7 +22,7 @@ def merge(ctx: click.Context, run_dir: Path, formats: tuple[str, ...]) -> None:
     Example: batchpilot merge .batchpilot/runs/review --format csv
     """
     # Imported when the command runs: merging is not needed for `--help`.
-    from batchpilot.executors.steps import merge_job
+    from batchpilot.results.merge import merge_job
 
     emit(merge_job(run_dir, formats, Progress(quiet(ctx))))
 
@@ -36,6 +36,6 @@ def report(ctx: click.Context, run_dir: Path) -> None:
     Example: batchpilot report .batchpilot/runs/review
     """
     # Imported when the command runs: the report writers are not needed for `--help`.
-    from batchpilot.executors.steps import report_job
+    from batchpilot.report.markdown import report_job
 
     emit(report_job(run_dir, Progress(quiet(ctx))))

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import click
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.prepare.items import DEFAULT_MAX_ITEM_BYTES
+from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 
 RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
 

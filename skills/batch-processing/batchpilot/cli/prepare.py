@@ -10,9 +10,8 @@ import click
 from batchpilot.cli.main import emit
 from batchpilot.cli.options import job_kwargs, job_options, quiet
 from batchpilot.core.progress import Progress
-from batchpilot.prepare.plan import EXECUTOR_COMMANDS, plan_job
+from batchpilot.core.modes import MODES
 
-MODES = tuple(EXECUTOR_COMMANDS)
 
 
 @click.command()
@@ -28,6 +27,8 @@ def plan(ctx: click.Context, urgent: bool, needs_tools: bool, dependent: bool, c
 
     Example: batchpilot plan --template code-review --items 'src/**/*.py'
     """
+    from batchpilot.prepare.plan import plan_job  # loaded per command, so `--help` stays light
+
     emit(plan_job(job_kwargs(kw), kw["variables"], urgent, needs_tools, dependent, count_tokens, emulate,
                   Progress(quiet(ctx))))
 

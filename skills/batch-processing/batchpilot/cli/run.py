@@ -13,16 +13,17 @@ import click
 
 from batchpilot.cli.main import emit
 from batchpilot.cli.options import job_kwargs, job_options, quiet
+from batchpilot.core.modes import MODES
 from batchpilot.core.progress import Progress
 
-MODES = ("auto", "batch", "direct", "agents", "headless")
+RUN_MODES = ("auto", *MODES)
 
 
 @click.command()
 @job_options
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory; give the same one again to resume (default: .batchpilot/runs/<timestamp>-<template>).")
-@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+@click.option("--mode", type=click.Choice(RUN_MODES), default="auto", show_default=True,
               help="Executor; auto takes plan's recommendation.")
 @click.option("--urgent", is_flag=True, help="With --mode auto: results are needed within minutes (favours direct).")
 @click.option("--needs-tools", is_flag=True, help="With --mode auto: items need tools or file access (favours agents).")

@@ -21,9 +21,11 @@ symlinks, non-regular files and stray names are ignored, whatever an item's id o
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import stat
+import sys
 from pathlib import Path
 
 from batchpilot.core.errors import BatchpilotError
@@ -159,8 +161,6 @@ def _check_wave_size(wave_size: int) -> None:
     if wave_size < 1:
         raise BatchpilotError(f"wave size {wave_size} must be at least 1", "use --wave-size 10 (the Agent tool's concurrency)")
     if wave_size > WAVE_SIZE:
-        import sys
-
         print(f"Warning: waves of {wave_size} exceed the {WAVE_SIZE} subagents Claude Code runs at once", file=sys.stderr)
 
 
@@ -246,8 +246,6 @@ def _record_output(view: RunView, cid: str, data: bytes, state: ItemState) -> di
         state.rejected += 1
         state.last_error = error
     else:
-        import json
-
         text = data.decode("utf-8", errors="replace")
         try:
             parsed = json.loads(text)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.progress import Progress
 from batchpilot.core.files import append_jsonl
 from batchpilot.core.models import USAGE_KEYS
 from batchpilot.core.shell import next_command
@@ -285,3 +286,13 @@ class HeadlessTally:
 
     def counts(self) -> dict:
         return {"succeeded": self.succeeded, "invalid": self.invalid, "errored": self.errored}
+
+
+def headless_job(run_dir: Path, parallel: int, claude: str | None, model: str | None, timeout: float,
+                 max_cost: float | None, bare: bool, progress: Progress) -> dict:
+    """The `headless` receipt: every item without a valid result through `claude -p`, `parallel` at a time."""
+    progress.stage(f"running {run_dir} through claude -p, {parallel} at a time ...")
+    receipt = run_headless(run_dir, parallel, claude, model, timeout, max_cost, bare,
+                           progress=lambda done, total: progress.update(done, total, "items"))
+    progress.done()
+    return receipt

@@ -4,8 +4,8 @@
 and returns the body of the `run` receipt. batch, direct and headless run to the end, then merge and report
 (batchpilot.executors.steps); agents writes the prompt files and returns the first wave of subagent tasks,
 because only the orchestrating agent can launch subagents. The `direct` and `headless` commands run one
-executor alone (`direct_job`, `headless_job`); `retry` and `demo` reuse the batch and direct runs. Each
-function returns its command's receipt, or the body of one; the CLI prints it.
+executor alone (`executors.direct.command.direct_job`, `executors.headless.headless_job`); `retry` and `demo`
+reuse the batch run. Each function returns its command's receipt, or the body of one; the CLI prints it.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from batchpilot.api.client import EMULATOR_KEY, api_client, sdk_errors
 from batchpilot.api.failures import raise_if_unreachable
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import next_command
+from batchpilot.core.shell import emulate_flag, next_command
 from batchpilot.executors.agents import fanout_run
-from batchpilot.executors.batch.driver import batch_client, counts_receipt, drive
+from batchpilot.executors.batch.driver import batch_client, counts_receipt
+from batchpilot.executors.batch.rounds import drive
+from batchpilot.executors.direct.command import direct_unfinished
 from batchpilot.executors.direct.executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, run_direct
-from batchpilot.executors.direct.limiter import Limits
 from batchpilot.executors.headless import run_headless
 from batchpilot.executors.steps import merge_and_report
 from batchpilot.prepare.job import open_job
@@ -52,7 +53,7 @@ class RunOptions:
     @property
     def emulated(self) -> list[str]:
         """`--emulate` when rehearsing, for the suggested next command."""
-        return ["--emulate"] if self.emulate else []
+        return emulate_flag(self.emulate)
 
 
 def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent: bool, needs_tools: bool,
@@ -169,67 +170,6 @@ def finish(run_dir: Path, options: RunOptions, progress: Progress, extra: dict) 
 
 def _failed(merged: dict) -> int:
     return sum(n for status, n in merged["counts"].items() if status != "ok")
-
-
-def direct_unfinished(receipt: dict) -> bool:
-    """A direct receipt that left items unsent: interrupted, stopped at --max-cost, or items not run."""
-    return receipt.get("stopped") in ("interrupted", "max_cost") or bool(receipt["counts"].get("not_run"))
-
-
-def direct_emulator_config(emulate: bool, rpm: int | None, itpm: int | None, faults: tuple[str, ...]) -> EmulatorConfig | None:
-    """The emulator `direct --emulate` starts, shaped by --emulate-rpm/-itpm/-fault (None without --emulate)."""
-    if not emulate and (rpm or itpm or faults):
-        raise BatchpilotError("--emulate-rpm, --emulate-itpm and --emulate-fault shape the emulator",
-                              "add --emulate, or drop them")
-    if not emulate:
-        return None
-    # The emulator is imported only for a rehearsal; a real direct run never loads it.
-    from batchpilot.emulator.config import EmulatorConfig
-
-    try:
-        return EmulatorConfig.from_options(fault=faults, requests_per_minute=rpm, input_tokens_per_minute=itpm)
-    except ValueError as exc:
-        raise BatchpilotError(str(exc), "fault specs look like overloaded=0.05 or kind=api_error,rate=0.1") from None
-
-
-def direct_job(run_dir: Path, emulate: bool, limits: Limits, concurrency: int | None, max_cost: float | None,
-               max_attempts: int | None, progress: Progress, *, emulate_rpm: int | None = None,
-               emulate_itpm: int | None = None, emulate_faults: tuple[str, ...] = ()) -> dict:
-    """The `direct` receipt: send the run's outstanding requests through the Messages API at the rate limit.
-
-    The emulate_* values shape the emulator (`direct_emulator_config`). An interrupted run's receipt has
-    `stopped: "interrupted"`, and its `next` resumes it.
-    """
-    open_run(run_dir)  # a clear error before any client or emulator starts
-    config = direct_emulator_config(emulate, emulate_rpm, emulate_itpm, emulate_faults)
-    with api_client(emulate, async_client=True, max_retries=0, emulator_config=config) as client:
-        receipt = run_direct(
-            run_dir, client, limits=limits, concurrency=concurrency or DEFAULT_CONCURRENCY,
-            max_cost=max_cost, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS, progress=progress,
-            handle_sigint=True,
-        )
-    raise_if_unreachable(receipt["counts"], next_command("direct", run_dir))
-    stopped = receipt["stopped"]
-    if direct_unfinished(receipt):
-        nxt = next_command("direct", run_dir, *(["--emulate"] if emulate else []))
-        if stopped == "max_cost":
-            progress.warn(f"stopped before exceeding --max-cost {max_cost}: {receipt['counts']['not_run']} item(s) not run; "
-                          "re-run with a higher --max-cost to continue")
-        elif stopped == "interrupted":
-            progress.stage(f"interrupted: {receipt['counts']['not_run']} item(s) not run; resume with `{nxt}`")
-    else:
-        nxt = next_command("merge", run_dir)
-    return {"command": "direct", **receipt, "next": nxt}
-
-
-def headless_job(run_dir: Path, parallel: int, claude: str | None, model: str | None, timeout: float,
-                 max_cost: float | None, bare: bool, progress: Progress) -> dict:
-    """The `headless` receipt: every item without a valid result through `claude -p`, `parallel` at a time."""
-    progress.stage(f"running {run_dir} through claude -p, {parallel} at a time ...")
-    receipt = run_headless(run_dir, parallel, claude, model, timeout, max_cost, bare,
-                           progress=lambda done, total: progress.update(done, total, "items"))
-    progress.done()
-    return receipt
 
 
 EXECUTORS: dict[str, Callable[..., dict]] = {

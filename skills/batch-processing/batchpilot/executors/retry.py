@@ -14,11 +14,12 @@ from pathlib import Path
 from batchpilot.api.client import api_client, sdk_errors
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import next_command
-from batchpilot.executors.batch.driver import batch_client, counts_receipt, drive
+from batchpilot.core.shell import emulate_flag, next_command
+from batchpilot.executors.batch.driver import batch_client, counts_receipt
+from batchpilot.executors.batch.rounds import drive
 from batchpilot.executors.batch.state import load_state, record
 from batchpilot.executors.direct.executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, run_direct
-from batchpilot.executors.pipeline import direct_unfinished
+from batchpilot.executors.direct.command import direct_unfinished
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS, classify, parse_only, write_round_file
 from batchpilot.rundir.journal import iter_journal
 from batchpilot.rundir.lock import run_lock
@@ -57,7 +58,7 @@ def retry_batch(run_dir: Path, emulate: bool, selection: frozenset[str], max_rou
             outcome = drive(client, run_dir, progress, emulate, wait=not no_wait,
                             selection=selection, max_rounds=limit, force_first=True)
         repairs = count_repairs(run_dir, since)
-    emulated = ["--emulate"] if emulate else []
+    emulated = emulate_flag(emulate)
     described = describe_repairs(repairs)
     if described:
         progress.stage(described)
@@ -92,7 +93,7 @@ def retry_direct(run_dir: Path, emulate: bool, selection: frozenset[str], progre
         with api_client(emulate, async_client=True, max_retries=0) as client:
             receipt = run_direct(run_dir, client, concurrency=DEFAULT_CONCURRENCY, max_attempts=DEFAULT_MAX_ATTEMPTS,
                                  progress=progress, handle_sigint=True, requests_file=Path(run_dir) / source)
-    emulated = ["--emulate"] if emulate else []
+    emulated = emulate_flag(emulate)
     return {"command": "retry", "run": str(run_dir), "mode": "direct", "stopped": receipt.get("stopped") or "round done",
             "items": dict(found.counts), "selected": by, "repairs": repairs, "source": source, "direct": receipt,
             "next": next_command("retry", run_dir, "--mode", "direct", *emulated) if direct_unfinished(receipt)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, TextIO
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 
 CUSTOM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ID = 64
 HASH_LEN = 10
-DEFAULT_MAX_ITEM_BYTES = 512 * 1024
 BINARY_SNIFF_BYTES = 8192
 GLOB_CHARS = set("*?[")
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.prepare.items import DEFAULT_MAX_ITEM_BYTES, Item, load_items
+from batchpilot.prepare.items import Item, load_items
+from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 from batchpilot.core.models import MODELS, Prices, find_model, prices_for
 from batchpilot.prepare.build import RequestBuilder
 from batchpilot.prepare.templates import Template, load_template, resolve_variables

@@ -23,11 +23,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from batchpilot.api.count_tokens import count_sample
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.modes import EXECUTOR_COMMANDS
 from batchpilot.core.models import BATCH_DISCOUNT, CACHE_WRITE_1H, CACHE_WRITE_5M, PRICES_AS_OF, Prices
 from batchpilot.core.progress import Progress
 from batchpilot.core.shell import next_command
@@ -52,7 +51,6 @@ ASSUMED_LATENCY = 20.0
 DIRECT_CONCURRENCY = 16
 COUNT_TOKENS_SAMPLE = 50  # requests `plan --count-tokens` sends to the count_tokens endpoint
 # The command that executes a prepared run, per mode that has an executor (sequential has none).
-EXECUTOR_COMMANDS = {"batch": "submit", "direct": "direct", "agents": "fanout", "headless": "headless"}
 
 
 def cached_prefix_tokens(params: dict) -> int:
@@ -199,6 +197,9 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
                               "point --items at text files or records with content")
     source = "local estimate (characters / 4)"
     if count_tokens:
+        # The API client is loaded only when asked to count: a plain plan never imports the SDK's side.
+        from batchpilot.api.count_tokens import count_sample
+
         scale_input_tokens(tally, sample, count_sample(sample, emulate))
         source = f"count_tokens API on {len(sample)} of {tally.requests} requests, scaled"
     body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source)
@@ -229,8 +230,3 @@ def scale_input_tokens(tally: Tally, sample: list[dict], counted: int) -> None:
 def skipped_summary(skipped: list) -> dict:
     """Skipped items per reason, for a receipt."""
     return dict(sorted(Counter(reason for _, reason, _ in skipped).items()))
-
-
-def next_for_mode(mode: str, run: Path) -> str:
-    """The command that executes a run prepared for `mode`."""
-    return next_command(EXECUTOR_COMMANDS[mode], run)

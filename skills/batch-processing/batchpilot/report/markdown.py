@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from batchpilot.core.files import atomic_stream, iter_jsonl, read_json
+from batchpilot.core.progress import Progress
 from batchpilot.results.exports import EXPORTERS, cell_text, export_name, findings_field, md_cell
 from batchpilot.report.html import render_html
 from batchpilot.results.merge import merge_run
@@ -165,3 +166,10 @@ def render_md(manifest: dict, summary: dict, data: dict) -> str:
     if summary.get("next") and not summary["next"].startswith("batchpilot report"):
         lines += [f"Next: `{summary['next']}`", ""]
     return "\n".join(lines)
+
+
+def report_job(run_dir: Path, progress: Progress) -> dict:
+    """The `report` receipt: report.md and report.html (merging first when the results are newer)."""
+    files = write_report(run_dir, progress=progress)
+    summary = read_json(run_dir / "summary.json", "summary")
+    return {"command": "report", "run": str(run_dir), "counts": summary.get("counts"), "files": files, "next": None}

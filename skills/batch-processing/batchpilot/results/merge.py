@@ -4,26 +4,13 @@ Every executor appends the same records to `results.jsonl`, one per attempt and 
 never cares which executor ran. It writes `merged.jsonl` (one line per item of `items.jsonl`, same order),
 `summary.json`, and on request `merged.csv` / `merged.md` (`batchpilot.results.exports`).
 
-Algorithm — two streaming passes, memory bounded by an index of ids (`batchpilot.results.ledger`, which
-repair shares, so `retry --only invalid` re-asks exactly the items merged here as `invalid`):
-
-1. `items.jsonl` → `{custom_id: position}`, and per position a few numbers in typed arrays: the ordering
-   key of the latest succeeded record, of the latest record of any kind, the attempt count, the summed
-   usage and cost of billed (succeeded) attempts. Measured: about 160 bytes an item in all, whatever the
-   size of the answers or the number of attempts (bench/bench_merge.py: +150 MB for 1,000,000 items and
-   1.2 GB of results).
-2. One pass over `results.jsonl` in binary mode, tracking byte offsets. A record's key is
-   `attempt << 40 | offset`: a higher attempt wins, and within an attempt the later line. Nothing but
-   those numbers is kept; items that succeeded more than once also keep their other success keys in a side
-   table (rare: only duplicates pay).
-3. `items.jsonl` again, in order: for each item, seek to its latest success, extract the JSON by the
-   run's output style and validate it; if it fails, the item's earlier successes are tried, latest
-   first (so a later bad answer never hides an earlier good one). With no success, the latest attempt
-   decides the status. Each merged line is written as it is made.
-
-The seeks in pass 3 read back only one line per item (the files are usually in the page cache after pass
-2). An external sort would also bound memory but rewrites every result to disk twice; the index is simpler
-and faster for the item counts a batch job has (≤ 100,000 per batch, a few million per run).
+Two streaming passes over the results, with memory bounded by an index of ids: `batchpilot.results.ledger`
+(shared with repair, so `retry --only invalid` re-asks exactly the items merged here as `invalid`) indexes
+`items.jsonl` and reduces `results.jsonl` to a few numbers per item; then `items.jsonl` is read again, in
+order, and each item's outcome is judged from its latest success (earlier successes are tried when it fails,
+so a later bad answer never hides an earlier good one; with no success the latest attempt decides). Each
+merged line is written as it is made. Measured: about 160 bytes an item, whatever the size of the answers
+(bench/bench_merge.py: +150 MB for 1,000,000 items and 1.2 GB of results).
 
 Statuses: `ok` · `invalid` (answered, but no usable JSON or it breaks the schema) · `errored` ·
 `expired` · `canceled` · `missing` (no result record yet).
@@ -39,6 +26,7 @@ from typing import Any
 
 from batchpilot.core import crash
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.progress import Progress
 from batchpilot.core.files import atomic_stream, atomic_write_json, dumps, iter_jsonl
 from batchpilot.core.models import USAGE_KEYS
 from batchpilot.results.exports import EXPORTERS, export_name
@@ -119,3 +107,21 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     return summary
 
 
+def merge_job(run_dir: Path, formats: tuple[str, ...], progress: Progress) -> dict:
+    """The `merge` receipt: merged.jsonl in input order (and the other formats asked for), and summary.json."""
+    summary = merge_run(run_dir, formats or ("jsonl",), progress=progress)
+    if summary["unknown_results"]:
+        progress.warn(f"{summary['unknown_results']} result record(s) name items that are not in this run; ignored")
+    if summary["malformed_results"]:
+        progress.warn(f"{summary['malformed_results']} result record(s) lack a custom_id or result; ignored")
+    return {
+        "command": "merge",
+        "run": str(run_dir),
+        "items": summary["items"],
+        "counts": summary["counts"],
+        "error_types": summary["error_types"],
+        "unknown_results": summary["unknown_results"],
+        "cost_usd": summary["cost_usd"],
+        "files": summary["files"],
+        "next": summary["next"],
+    }

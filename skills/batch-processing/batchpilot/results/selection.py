@@ -92,7 +92,11 @@ def parse_only(only: str | None) -> frozenset[str]:
 
 
 def _latest(run_dir: Path) -> dict[str, tuple[int, str]]:
-    """custom_id -> (attempt, category) of its latest record in results.jsonl."""
+    """custom_id -> (attempt, category) of its latest record in results.jsonl, except that a success sticks.
+
+    Merge calls an item ok (or invalid) once any attempt succeeded, whatever failed after it, so selection
+    must too: attempt numbers come from different executors (a direct retry's tries, a batch round's number)
+    and a later-numbered failure must never send a succeeded item out again."""
     latest: dict[str, tuple[int, str]] = {}
     path = run_dir / "results.jsonl"
     if not path.exists():
@@ -119,7 +123,7 @@ def _latest(run_dir: Path) -> dict[str, tuple[int, str]]:
                     kind = str(inner.get("type") or "unknown_error")
             category = "ok" if kind == "succeeded" else str(kind)
             old = latest.get(custom_id)
-            if old is None or attempt >= old[0]:
+            if old is None or (old[1] != "ok" and (category == "ok" or attempt >= old[0])):
                 latest[custom_id] = (attempt, category)
     return latest
 

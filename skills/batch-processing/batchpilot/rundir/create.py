@@ -1,10 +1,9 @@
-"""Creating a run directory (DESIGN.md, "The run directory").
+"""Creating a run directory (README.md and references/results.md describe its files).
 
 `create_run` streams items through the template into `items.jsonl` and `requests.jsonl` inside a hidden
 sibling directory and renames it into place only when complete, so a failed or killed `prepare` leaves no
 half-written run. Re-preparing into an existing run is allowed only with identical inputs (same template
 content, variables, model, options and items): then it is a no-op.
-
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ from batchpilot.core.clock import now_iso
 from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, read_json
 from batchpilot.prepare.items import Item, describe_skipped, items_fingerprint_update
 from batchpilot.prepare.build import RequestBuilder
-from batchpilot.rundir.manifest import FORMAT_VERSION
+from batchpilot.rundir.manifest import FORMAT_VERSION, RUNS_HOME
 
-RUNS_HOME = Path(".batchpilot") / "runs"
 
 
 def default_run_dir(template_name: str) -> Path:

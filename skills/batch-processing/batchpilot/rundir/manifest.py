@@ -8,6 +8,7 @@ from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import read_json
 
 FORMAT_VERSION = 1
+RUNS_HOME = Path(".batchpilot") / "runs"  # where runs go by default, under the current directory
 
 
 def open_run(run_dir: Path | str) -> dict:

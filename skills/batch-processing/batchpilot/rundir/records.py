@@ -1,9 +1,10 @@
 """Result records: the one line shape every executor appends to `results.jsonl`.
 
 A record is a Message Batches result line, `{"custom_id", "result": {"type": "succeeded" | "errored" |
-"canceled" | "expired", "message" | "error"}}`, plus `"attempt"`, `"mode"` and `"at"` (DESIGN.md), so merge,
+"canceled" | "expired", "message" | "error"}}`, plus `"attempt"`, `"mode"` and `"at"`, so merge,
 retry and report never care which executor wrote it. An errored result nests the API's own error body,
-`{"type": "error", "error": {"type", "message"}}`, exactly as a batch results line does.
+`{"type": "error", "error": {"type", "message"}}`, exactly as a batch results line does. `custom_id_of` reads
+the id of a request or result line without parsing the rest of it.
 """
 
 from __future__ import annotations

@@ -1,28 +1,25 @@
-"""The batch executor's main loop: submit → wait → fetch → retry rounds, each step resumable from the journal.
-
-    with batch_client(emulate, run_dir) as client:
-        outcome = drive(client, run_dir, progress, emulate=emulate)
+"""The batch executor's wait loop: submit what fits, poll, fetch what ended, until nothing is open.
 
 `wait_and_fetch` polls the run's open batches (`poll.py`), submits shards that were waiting for room in the
-processing queue as earlier batches end, and fetches each batch as soon as it ends (`fetch.py`): results
-are downloaded at once, never left to the 29-day limit. `drive` then decides about a retry round
-(`results/selection.py`) and loops. Every decision is recomputed from the journal and results.jsonl, so a process
-killed anywhere resumes by running the same command again.
+processing queue as earlier batches end (`submit.py`), and fetches each batch as soon as it ends
+(`fetch.py`): results are downloaded at once, never left to the 29-day limit. Retry rounds around it are
+`rounds.py`. Every decision is recomputed from the journal, so a process killed anywhere resumes by running
+the same command again.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from batchpilot.api.failures import account_error
-from batchpilot.executors.batch.state import load_state, record, round_refusal
+from batchpilot.api.client import api_client
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import next_command
-from batchpilot.results.selection import DEFAULT_MAX_ROUNDS, DEFAULT_SELECTION, classify, write_round_file
+from batchpilot.executors.batch.fetch import fetch_ready
+from batchpilot.executors.batch.poll import Backoff, Pacer, describe_change, describe_totals, known_snapshot, poll_once
+from batchpilot.executors.batch.state import load_state
+from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
 
 EMULATOR_DIR = "emulator"
 
@@ -30,10 +27,8 @@ EMULATOR_DIR = "emulator"
 @contextmanager
 def batch_client(emulate: bool, run_dir: Path | None = None, emulator_config: Any = None) -> Iterator[Any]:
     """An SDK client for the API, or for an emulator whose account persists in `<run>/emulator/`."""
-    from batchpilot.api.client import api_client
-
     if emulate and emulator_config is None:
-        from batchpilot.emulator.config import EmulatorConfig
+        from batchpilot.emulator.config import EmulatorConfig  # the emulator is loaded only for a rehearsal
 
         data_dir = Path(run_dir) / EMULATOR_DIR if run_dir is not None else None
         if data_dir is not None:
@@ -43,31 +38,14 @@ def batch_client(emulate: bool, run_dir: Path | None = None, emulator_config: An
         yield client
 
 
-@dataclass
-class Outcome:
-    """Where a drive stopped, and why."""
-
-    rounds: int = 0
-    stopped: str = ""
-    waiting: bool = False  # returned early (--no-wait): batches still open
-    classification: dict = field(default_factory=dict)
-    submitted: list[str] = field(default_factory=list)
-
-
 def submit_step(client: Any, run_dir: Path, progress: Progress) -> Any:
     """Plan round 1 if needed and submit every pending shard the API takes now."""
-    from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
-
     ensure_first_round(run_dir, load_state(run_dir))
     return submit_pending(client, run_dir, progress)
 
 
 def wait_and_fetch(client: Any, run_dir: Path, progress: Progress, emulate: bool, fetch: bool = True) -> None:
     """Until no batch is open and no shard pending: submit what fits, poll, fetch what ended."""
-    from batchpilot.executors.batch.fetch import fetch_ready
-    from batchpilot.executors.batch.poll import Backoff, Pacer, describe_change, describe_totals, known_snapshot, poll_once
-    from batchpilot.executors.batch.submit import submit_pending
-
     pacer, backoff = Pacer(emulate), Backoff(emulate)
     started = time.monotonic()
     state = load_state(run_dir)
@@ -103,68 +81,6 @@ def wait_and_fetch(client: Any, run_dir: Path, progress: Progress, emulate: bool
         backoff.sleep()
 
 
-def drive(client: Any, run_dir: Path, progress: Progress, emulate: bool, wait: bool = True,
-          selection: frozenset[str] = DEFAULT_SELECTION, max_rounds: int = DEFAULT_MAX_ROUNDS,
-          force_first: bool = False) -> Outcome:
-    """Run the job to its end: submit, wait, fetch, and retry rounds while they help."""
-    run_dir = Path(run_dir)
-    out = Outcome()
-    first = True
-    state = load_state(run_dir)
-    if force_first and state.rounds and not state.round_done(max(state.rounds)):
-        # A retry re-run after a kill finds the round it planned unfinished: it resumes that round rather
-        # than forcing one more (the killed run's forced round is this one), as an uninterrupted retry would.
-        force_first = False
-    while True:
-        result = submit_step(client, run_dir, progress)
-        out.submitted += result.created + result.reconciled
-        if not wait:
-            state = load_state(run_dir)
-            out.rounds, out.waiting, out.stopped = max(state.rounds), True, "not waiting (--no-wait)"
-            return out
-        wait_and_fetch(client, run_dir, progress, emulate)
-        state = load_state(run_dir)
-        current = max(state.rounds)
-        out.rounds = current
-        if state.stopped:
-            raise account_error(state.stopped.get("error_type", "error"), state.stopped.get("message", ""),
-                                _resume_after_stop(run_dir))
-        # An explicit retry after an account stop means "fixed it": judge only the rounds it submits.
-        failure = None if (force_first and first) else round_refusal(state, current)
-        if failure:
-            record(run_dir, "job_stopped", reason="account", error_type=failure[0], message=failure[1])
-            raise account_error(*failure, _resume_after_stop(run_dir))
-        if state.canceled:
-            out.stopped = "the job was canceled"
-            break
-        if not state.round_done(current):
-            out.stopped = f"round {current} is not finished"
-            break
-        found = classify(run_dir, selection)
-        out.classification = dict(found.counts)
-        progress_made = found.ok - state.rounds[current].ok_before
-        if not found.selected:
-            out.stopped = "nothing left to retry"
-            break
-        if current >= max_rounds:
-            out.stopped = f"round limit reached ({max_rounds} rounds)"
-            break
-        if current >= 2 and progress_made <= 0 and not (force_first and first):
-            out.stopped = f"round {current} made no progress"
-            break
-        first = False
-        by = {}
-        for category in found.selected.values():
-            by[category] = by.get(category, 0) + 1
-        source = write_round_file(run_dir, current + 1, found.selected)
-        from batchpilot.executors.batch.submit import plan_round
-
-        plan_round(run_dir, current + 1, source, ok_before=found.ok, selected=by)
-        progress.stage(f"round {current + 1}: retrying {len(found.selected)} item(s) "
-                       f"({', '.join(f'{n} {k}' for k, n in sorted(by.items()))})")
-    return out
-
-
 def counts_receipt(run_dir: Path) -> dict:
     """Request counts over all batches of the run, and per round, from the journal."""
     state = load_state(run_dir)
@@ -174,8 +90,3 @@ def counts_receipt(run_dir: Path) -> dict:
         for k, v in counts.items():
             total[k] = total.get(k, 0) + v
     return {"rounds": len(state.rounds), "batches": len(state.batches), "counts": total}
-
-
-def _resume_after_stop(run_dir: Path) -> str:
-    # After an account stop only an explicit retry of the errored items goes on (it lifts the stop).
-    return next_command("retry", run_dir, "--only", "errored")

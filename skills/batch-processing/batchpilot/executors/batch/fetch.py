@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def fetch_batch(client: Any, run_dir: Path, state: RunState, batch: BatchState, 
 
 def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress: Progress) -> bool:
     """Stream the results to raw.part and rename; True if the batch is archived (results gone)."""
-    import anthropic
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
     part = raw.with_name(raw.name + ".part")
     last_error: Exception | None = None
@@ -108,8 +109,6 @@ class _Incomplete(Exception):
 
 def _transport_errors(client: Any) -> tuple[type[BaseException], ...]:
     """The HTTP library's own errors: a body cut mid-stream surfaces from it, not from the SDK."""
-    import sys
-
     names = [cls.__module__.split(".")[0] for cls in type(client._client).__mro__]
     module = next((sys.modules[n] for n in names if n.startswith("httpx") and n in sys.modules), None)
     error = getattr(module, "HTTPError", None)

@@ -17,16 +17,15 @@ from batchpilot.core import crash
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import iter_jsonl
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import next_command
+from batchpilot.core.shell import emulate_flag, next_command
 from batchpilot.executors.batch.driver import batch_client, counts_receipt, wait_and_fetch
 from batchpilot.executors.batch.fetch import fetch_ready
 from batchpilot.executors.batch.poll import (COUNT_KEYS, Pacer, Snapshot, describe_change, known_snapshot, poll_once,
                                              retention_warnings)
 from batchpilot.executors.batch.state import load_state, record
 from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
-from batchpilot.rundir.create import RUNS_HOME
 from batchpilot.rundir.lock import run_lock
-from batchpilot.rundir.manifest import require_requests
+from batchpilot.rundir.manifest import RUNS_HOME, require_requests
 
 
 def submit_job(run_dir: Path, emulate: bool, max_batch_requests: int | None, max_batch_bytes: int | None,
@@ -38,7 +37,7 @@ def submit_job(run_dir: Path, emulate: bool, max_batch_requests: int | None, max
         with batch_client(emulate, run_dir) as client, sdk_errors():
             result = submit_pending(client, run_dir, progress)
     state = load_state(run_dir)
-    emulated = ["--emulate"] if emulate else []
+    emulated = emulate_flag(emulate)
     return {"command": "submit", "run": str(run_dir), **counts_receipt(run_dir),
             "created": result.created, "reconciled": result.reconciled,
             "batch_ids": [s.batch_id for r in state.rounds.values() for s in r.shards if s.batch_id],
@@ -69,7 +68,7 @@ def status_job(run_dir: Path, emulate: bool, wait: bool, progress: Progress) -> 
     totals = snapshot.totals()
     open_ = [b.id for b in state.open_batches()]
     pending = 0 if (state.canceled or state.stopped) else len(state.pending())
-    emulated = ["--emulate"] if emulate else []
+    emulated = emulate_flag(emulate)
     return {"command": "status", "run": str(run_dir), "rounds": len(state.rounds),
             "batches": [{"id": i, **v} for i, v in snapshot.batches.items()],
             "counts": {k: totals[k] for k in COUNT_KEYS}, "open": len(open_), "pending_shards": pending,

@@ -105,7 +105,7 @@ def poll_once(client: Any, run_dir: Path, state: RunState, pacer: Pacer, progres
     A poll in which no retrieve could connect is tolerated `give_up_after - 1` times in a row (a network blip);
     then it is an error: waiting on an API that cannot be reached would never end.
     """
-    import anthropic
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
     changed = []
     open_batches = state.open_batches()
@@ -141,8 +141,6 @@ def poll_once(client: Any, run_dir: Path, state: RunState, pacer: Pacer, progres
             batch.ended = {"request_counts": counts, "ended_at": ended_at}
     snapshot.unreachable = snapshot.unreachable + 1 if open_batches and failed == len(open_batches) else 0
     if snapshot.unreachable >= give_up_after:
-        import os
-
         base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
         raise BatchpilotError(f"cannot reach the API at {base} to check the run's batches",
                               "check the network and ANTHROPIC_BASE_URL (with --emulate, keep using --emulate for this "

@@ -26,7 +26,7 @@ from batchpilot.core import crash
 from batchpilot.api.client import describe_api_error
 from batchpilot.api.failures import api_message, describe
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.executors.batch.state import RunState, ShardState, load_state, record
+from batchpilot.executors.batch.state import BatchState, RunState, ShardState, load_state, record
 from batchpilot.core.progress import Progress
 from batchpilot.executors.batch.shards import ShardBody, limits, plan_shards
 
@@ -65,7 +65,7 @@ def ensure_first_round(run_dir: Path, state: RunState, **limit_kw: Any) -> RunSt
 
 def submit_pending(client: Any, run_dir: Path, progress: Progress) -> SubmitResult:
     """Create a batch for every pending shard, in order, until done or the API says to wait."""
-    import anthropic
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
     run_dir = Path(run_dir)
     result = SubmitResult()
@@ -95,7 +95,7 @@ def submit_pending(client: Any, run_dir: Path, progress: Progress) -> SubmitResu
 
 def _create_with_reconcile(client: Any, run_dir: Path, state: RunState, shard: ShardState, source: Path,
                            progress: Progress) -> str:
-    import anthropic
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
     from anthropic.types.messages import MessageBatch
 
     creator = client.with_options(max_retries=0)
@@ -142,8 +142,6 @@ def _adopt(run_dir: Path, state: RunState, shard: ShardState, batch: Any, reconc
     record(run_dir, "batch_created", round=shard.round, shard=shard.shard, batch_id=batch.id,
            requests=shard.requests, created_at=_iso(batch.created_at), expires_at=_iso(batch.expires_at),
            reconciled=reconciled)
-    from batchpilot.executors.batch.state import BatchState
-
     shard.batch_id = batch.id
     state.batches[batch.id] = BatchState(batch.id, shard.round, shard.shard, shard.requests,
                                          _iso(batch.created_at), _iso(batch.expires_at))

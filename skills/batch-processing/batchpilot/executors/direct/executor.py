@@ -6,7 +6,7 @@ output tokens per minute, each a token bucket), so throughput is set by a client
 (`batchpilot.executors.direct.limiter.Limiter`), not by the concurrency ceiling. The algorithm, on one asyncio loop:
 
 1. `results.jsonl` is read once: the ids that already succeeded are skipped (so a rerun after a crash or
-   Ctrl-C sends no finished item again), and earlier attempt numbers are continued (`direct_jobs`).
+   Ctrl-C sends no finished item again), and earlier attempt numbers are continued (`jobs.py`).
 2. A dispatcher takes the next job: a retry whose backoff has passed (retries go ahead of new work), else
    the next line of `requests.jsonl` (streamed, never loaded whole).
 3. It waits for a free slot (at most `concurrency` in flight; only one until the first response has told
@@ -151,7 +151,7 @@ class DirectExecutor:
     # ------------------------------------------------------------------ one request
 
     async def _run(self, job: PendingRequest, reservation: Reservation, worst: float) -> None:
-        import anthropic
+        import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
         job.sends += 1
         job.responded = False

@@ -1,0 +1,18 @@
+"""The execution modes: their words, and the command that runs a run prepared for each.
+
+Light on purpose: the CLI reads these while it builds its options, before any stage is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchpilot.core.shell import next_command
+
+MODES = ("batch", "direct", "agents", "headless")
+EXECUTOR_COMMANDS = {"batch": "submit", "direct": "direct", "agents": "fanout", "headless": "headless"}
+
+
+def next_for_mode(mode: str, run: Path) -> str:
+    """The command that executes a run prepared for `mode`."""
+    return next_command(EXECUTOR_COMMANDS[mode], run)
