@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SKILL = ROOT / "skills" / "batch-processing"
 SDK1 = "anthropic==1.17.0"
-NPM_TOOLS = ["@anthropic-ai/claude-code@2.1.197", "playbooks@0.1.20"]
+NPM_TOOLS = ["@anthropic-ai/claude-code@2.1.197", "playbooks@0.1.20", "@microsoft/sarif-multitool@5.7.0"]
 
 
 def _bin(venv: Path, name: str) -> Path:

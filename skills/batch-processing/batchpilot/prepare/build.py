@@ -103,7 +103,7 @@ class RequestBuilder:
             "model": self.model,
             "max_tokens": self.max_tokens,
             "system": self.system_blocks(),
-            "messages": [{"role": "user", "content": render(self.template.user, item, self.variables).strip()}],
+            "messages": [{"role": "user", "content": render(self.template.user_for(item), item, self.variables).strip()}],
         }
         style = self.template.output_style
         if style == "json_schema":

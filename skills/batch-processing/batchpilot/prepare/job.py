@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.prepare.changes import iter_change_items
+from batchpilot.prepare.gitdiff import is_git_source
 from batchpilot.prepare.items import Item, load_items
 from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 from batchpilot.core.models import MODELS, Prices, find_model, prices_for
@@ -35,7 +37,9 @@ class Job:
     skipped: list = field(default_factory=list)
 
     def items(self) -> Iterator[Item]:
-        """The items, streamed; skipped ones are appended to `self.skipped` as (source, reason, detail)."""
+        """The items (from a change for a `git:` source), streamed; skipped ones are appended to `self.skipped` as (source, reason, detail)."""
+        if is_git_source(self.items_src):
+            return iter_change_items(self.items_src, self.max_item_bytes, lambda s, r, d: self.skipped.append((s, r, d)))
         return load_items(self.items_src, lambda s, r, d: self.skipped.append((s, r, d)),
                           max_item_bytes=self.max_item_bytes, content_field=self.content_field)
 

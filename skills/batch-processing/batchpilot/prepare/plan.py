@@ -49,6 +49,7 @@ ASSUMED_ITPM = 450_000
 ASSUMED_OTPM = 90_000
 ASSUMED_LATENCY = 20.0
 DIRECT_CONCURRENCY = 16
+CHANGES_LISTED = 200  # changed files the plan receipt lists by name (git: sources)
 COUNT_TOKENS_SAMPLE = 50  # requests `plan --count-tokens` sends to the count_tokens endpoint
 # The command that executes a prepared run, per mode that has an executor (sequential has none).
 
@@ -185,9 +186,11 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     output_estimate = job.template.output_tokens_estimate or max(1, int(job.max_tokens * DEFAULT_OUTPUT_SHARE))
     tally = Tally()
     sample: list[dict] = []
+    changes = ChangeList()
     for n, item in enumerate(job.items(), 1):
         params = job.builder.params(item)
         tally.add(params, output_estimate)
+        changes.add(item)
         if count_tokens and len(sample) < COUNT_TOKENS_SAMPLE:
             sample.append(params)
         progress.update(n, None, "items")
@@ -216,8 +219,39 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
         for v in var_words:
             words += ["--var", v]
         nxt = next_command(*words)
-    return {"command": "plan", "template": job.template.name, **body, "skipped": skipped_summary(job.skipped),
+    extra = {"changes": changes.as_dict()} if changes.files else {}
+    return {"command": "plan", "template": job.template.name, **body, **extra, "skipped": skipped_summary(job.skipped),
             "warnings": warnings, "next": nxt}
+
+
+@dataclass
+class ChangeList:
+    """For a `git:` source: the changed files with their hunks, and the changed lines counted (the first
+    CHANGES_LISTED files are listed; the counts cover all)."""
+
+    files: int = 0
+    added: int = 0
+    removed: int = 0
+    listed: list[dict] = field(default_factory=list)
+
+    def add(self, item: Any) -> None:
+        if getattr(item, "kind", None) != "diff":
+            return
+        fields = item.fields
+        self.files += 1
+        self.added += int(fields.get("added") or 0)
+        self.removed += int(fields.get("removed") or 0)
+        if len(self.listed) < CHANGES_LISTED:
+            hunks = [line.split(" @@", 1)[0] + " @@" for line in str(fields.get("diff", "")).splitlines()
+                     if line.startswith("@@ ")]
+            entry = {"path": item.path, "status": fields.get("status"), "added": fields.get("added"),
+                     "removed": fields.get("removed"), "changed_lines": fields.get("changed_lines"), "hunks": hunks}
+            if fields.get("old_path"):
+                entry["old_path"] = fields["old_path"]
+            self.listed.append(entry)
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "lines_added": self.added, "lines_removed": self.removed, "listed": self.listed}
 
 
 def scale_input_tokens(tally: Tally, sample: list[dict], counted: int) -> None:

@@ -36,10 +36,12 @@ from batchpilot.core.files import read_json
 from batchpilot.core.paths import TEMPLATES_DIR
 
 TEMPLATE_FILES = ("template.json", "system.md", "user.md", "schema.json")  # what a template's content hash covers
+DIFF_VARIANT = "user-diff.md"  # optional: the per-item message for items from a change (`--items git:...`)
 OUTPUT_STYLES = ("json_schema", "tool", "prompt")
 PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}")
 NAME_RE = re.compile(r"^\s*(item|var)\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
 OPEN_TAG, CLOSE_TAG = "<item_content>", "</item_content>"
+DIFF_OPEN, DIFF_CLOSE = "<item_diff>", "</item_diff>"
 
 
 @dataclass
@@ -62,6 +64,11 @@ class Template:
     content_hash: str = ""
     meta: dict = field(default_factory=dict)
     schema_path: Path | None = None  # where `schema` came from (schema.json, or the schema_from_var file)
+    user_diff: str | None = None  # user-diff.md, the message for an item from a change, when the template has one
+
+    def user_for(self, item: Any) -> str:
+        """The per-item message text: the diff variant for an item from a change, else user.md."""
+        return self.user_diff if self.user_diff is not None and getattr(item, "kind", None) == "diff" else self.user
 
 
 def bundled_names() -> list[str]:
@@ -153,6 +160,8 @@ def template_hash(tdir: Path) -> str:
     digest = hashlib.sha256()
     for name in TEMPLATE_FILES:
         digest.update(name.encode() + b"\0" + (tdir / name).read_bytes() + b"\1")
+    if (tdir / DIFF_VARIANT).is_file():
+        digest.update(DIFF_VARIANT.encode() + b"\0" + (tdir / DIFF_VARIANT).read_bytes() + b"\1")
     return "sha256:" + digest.hexdigest()
 
 
@@ -181,6 +190,10 @@ def load_template(ref: str) -> Template:
     _check_schema_vars(meta, variables, tdir / "template.json")
     _check_placeholders(texts["system.md"], "system.md", variables, allow_item=False)
     _check_placeholders(texts["user.md"], "user.md", variables, allow_item=True)
+    user_diff = None
+    if (tdir / DIFF_VARIANT).is_file():
+        user_diff = (tdir / DIFF_VARIANT).read_text(encoding="utf-8")
+        _check_placeholders(user_diff, DIFF_VARIANT, variables, allow_item=True)
     return Template(
         name=str(meta.get("name") or tdir.name),
         path=tdir,
@@ -198,6 +211,7 @@ def load_template(ref: str) -> Template:
         content_hash=template_hash(tdir),
         meta=meta,
         schema_path=tdir / "schema.json",
+        user_diff=user_diff,
     )
 
 
@@ -301,10 +315,10 @@ def resolve_variables(template: Template, given: dict[str, str]) -> dict[str, st
     return values
 
 
-def wrap_content(content: str) -> str:
+def wrap_content(content: str, open_tag: str = OPEN_TAG, close_tag: str = CLOSE_TAG) -> str:
     """The item inside delimiters; a closing delimiter inside the item is escaped so it cannot break out."""
-    safe = content.replace(CLOSE_TAG, "<\\/item_content>")
-    return f"{OPEN_TAG}\n{safe}\n{CLOSE_TAG}"
+    safe = content.replace(close_tag, close_tag.replace("</", "<\\/"))
+    return f"{open_tag}\n{safe}\n{close_tag}"
 
 
 def render(text: str, item: Any | None, variables: dict[str, str]) -> str:
@@ -317,6 +331,9 @@ def render(text: str, item: Any | None, variables: dict[str, str]) -> str:
         assert item is not None
         if name == "content":
             return wrap_content(item.content)
+        if name == "diff" and getattr(item, "kind", None) == "diff":
+            # The diff quotes the file, so it is untrusted data too, delimited like the content.
+            return wrap_content(str(item.fields.get("diff", "")), DIFF_OPEN, DIFF_CLOSE)
         if name == "id":
             return item.custom_id
         if name == "path":

@@ -1,0 +1,254 @@
+"""Items from a change: `--items git:REV`, `git:A..B` (or `A...B`) and `git:staged`, one item per changed file.
+
+It runs the user's own `git` (no shell; found on PATH), from the repository's top level, with the settings
+that change its output pinned on the command line (prefixes, quoting, colour, external diff drivers,
+`diff.relative`), so the parse below holds whatever the user's configuration says:
+
+* `git:REV`    — the working tree against REV (what `git diff REV` shows; untracked files are not part of it);
+* `git:A..B`   — commit B against commit A; `git:A...B` — B against the merge base of A and B;
+* `git:staged` — the index against HEAD (what `git diff --cached` shows).
+
+Each item's `content` is the whole new side of the file (the working tree, B, or the index), its `path` the
+file's path from the repository root (a rename keeps its new path), and its fields carry `diff` (the file's
+unified diff, with three lines of context), `changed_lines` (new-side line ranges, e.g. `3-5, 12`), `status`
+(`modified`, `added`, `renamed`, `copied`, `type-changed`), `old_path` and `base` (the revision spec). Deleted,
+binary, submodule and unreadable files are skipped with a reason, never silently. The item's manifest line
+also records `lines` (the new side's length) and `changed` (the ranges as pairs): the merger checks every
+finding's line range against them.
+
+Reading is streamed: the combined patch is read line by line from git and cut at each `diff --git` header
+(a content line always starts with ` `, `+`, `-` or `\\`, so the header cannot be forged by a file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from batchpilot.core.errors import BatchpilotError
+
+GIT_PREFIX = "git:"
+STAGED = "staged"
+HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+STATUS_WORDS = {"M": "modified", "A": "added", "R": "renamed", "C": "copied", "T": "type-changed", "D": "deleted"}
+# Pinned so that a user's diff.noprefix, diff.mnemonicPrefix, color.ui, core.quotePath or diff.relative
+# cannot change what is parsed; `--no-ext-diff --no-textconv` keep drivers from rewriting the patch.
+GIT_CONFIG = ["-c", "core.quotepath=off", "-c", "color.ui=never", "-c", "diff.noprefix=false",
+              "-c", "diff.mnemonicprefix=false", "-c", "core.safecrlf=false"]
+DIFF_FLAGS = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "-M", "--src-prefix=a/", "--dst-prefix=b/"]
+WORKTREE, INDEX = "worktree", "index"
+
+
+def is_git_source(src: str) -> bool:
+    """True for an items source that names a change (`git:...`)."""
+    return src.startswith(GIT_PREFIX)
+
+
+@dataclass
+class Change:
+    """One changed file, as `git diff` lists it."""
+
+    status: str
+    path: str  # the new path (the old one for a deletion)
+    old_path: str | None = None
+    binary: bool = False
+    added: int = 0
+    removed: int = 0
+    diff: str = ""
+    changed: list[list[int]] = field(default_factory=list)  # new-side [start, end] ranges
+
+    def changed_lines(self) -> str:
+        return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.changed)
+
+
+@dataclass
+class Spec:
+    """A parsed `git:` source: the `git diff` arguments and where the new side of a file is read from."""
+
+    text: str
+    diff_args: list[str]
+    new_side: str  # WORKTREE, INDEX, or a revision
+
+
+def _git() -> str:
+    git = shutil.which("git")
+    if git is None:
+        raise BatchpilotError("--items git:... needs the git command, and none is on PATH",
+                              "install git, or pass the changed files as a glob or a list instead")
+    return git
+
+
+def _run(args: list[str], cwd: str | None, binary: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([_git(), *GIT_CONFIG, *args], cwd=cwd, capture_output=True, check=False,
+                          text=not binary, **({} if binary else {"encoding": "utf-8", "errors": "replace"}))
+
+
+def repo_root(cwd: str | None = None) -> str:
+    """The top level of the repository the current directory is in, or an Error/Hint outside one."""
+    done = _run(["rev-parse", "--show-toplevel"], cwd)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise BatchpilotError(f"--items git:...: {os.path.abspath(cwd or '.')} is not inside a git repository",
+                              "run batchpilot from inside the repository whose changes you want reviewed")
+    return done.stdout.strip()
+
+
+def _check_rev(rev: str, spec: str, top: str) -> None:
+    # A revision that starts with `-` would be read by git as an option: refuse it before git sees it.
+    if not rev or rev.startswith("-") or _run(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"], top).returncode:
+        raise BatchpilotError(f"--items {spec}: {rev!r} is not a commit in this repository",
+                              "use a branch, tag or commit that `git rev-parse` knows, e.g. git:main, git:HEAD~3, "
+                              "git:main..HEAD or git:staged (run `git fetch` first if it is a remote branch)")
+
+
+def parse_spec(src: str, top: str) -> Spec:
+    """`git:REV` / `git:A..B` / `git:A...B` / `git:staged` → the diff arguments, every revision checked."""
+    body = src[len(GIT_PREFIX):].strip()
+    if not body:
+        raise BatchpilotError("--items git: needs a revision",
+                              "e.g. --items git:main (changes since main), git:HEAD~1..HEAD or git:staged")
+    if body == STAGED:
+        return Spec(src, ["--cached"], INDEX)
+    for sep in ("...", ".."):
+        if sep in body:
+            old, new = body.split(sep, 1)
+            old, new = old or "HEAD", new or "HEAD"
+            _check_rev(old, src, top)
+            _check_rev(new, src, top)
+            return Spec(src, [f"{old}{sep}{new}"], new)
+    _check_rev(body, src, top)
+    return Spec(src, [body], WORKTREE)
+
+
+def _name_status(spec: Spec, top: str) -> list[Change]:
+    done = _run(["diff", *DIFF_FLAGS, "-z", "--name-status", *spec.diff_args, "--"], top)
+    if done.returncode != 0:
+        raise BatchpilotError(f"--items {spec.text}: git diff failed: {done.stderr.strip()[:300]}",
+                              "check that `git diff` works for this revision in this repository")
+    fields = done.stdout.split("\0")
+    changes, i = [], 0
+    while i < len(fields) and fields[i]:
+        code = fields[i][0]
+        if code in "RC":
+            changes.append(Change(STATUS_WORDS[code], fields[i + 2], old_path=fields[i + 1]))
+            i += 3
+        else:
+            changes.append(Change(STATUS_WORDS.get(code, "modified"), fields[i + 1]))
+            i += 2
+    numstat = _run(["diff", *DIFF_FLAGS, "-z", "--numstat", *spec.diff_args, "--"], top).stdout.split("\0")
+    counts, j = [], 0
+    while j < len(numstat) and numstat[j]:
+        added, removed, rest = numstat[j].split("\t", 2)
+        counts.append((added, removed))
+        j += 3 if rest == "" else 1  # a rename's paths follow as two more fields
+    for change, (added, removed) in zip(changes, counts):
+        change.binary = added == "-"
+        change.added, change.removed = (0, 0) if change.binary else (int(added), int(removed))
+    return changes
+
+
+def _hunk_ranges(lines: list[str]) -> list[list[int]]:
+    """New-side line ranges a patch section changes: its added lines; a deletion with nothing added in its
+    place marks the line above it (the first line when it was at the top)."""
+    ranges: list[list[int]] = []
+    new, deleting = 0, False
+
+    def mark(n: int) -> None:
+        if ranges and ranges[-1][1] >= n - 1:
+            ranges[-1][1] = max(ranges[-1][1], n)
+        else:
+            ranges.append([n, n])
+
+    def flush() -> None:
+        nonlocal deleting
+        if deleting:
+            mark(max(new - 1, 1))
+        deleting = False
+
+    for line in lines:
+        head = HUNK_RE.match(line)
+        if head:
+            flush()
+            new = int(head.group(3)) + (1 if head.group(4) == "0" else 0)  # `+N,0`: the deletion follows line N
+            continue
+        if not new:
+            continue  # the section's header lines, before the first hunk
+        if line.startswith("+"):
+            mark(new)
+            new += 1
+            deleting = False
+        elif line.startswith("-"):
+            deleting = True
+        elif line.startswith(" "):
+            flush()
+            new += 1
+    flush()
+    return ranges
+
+
+def _patches(spec: Spec, top: str) -> Iterator[list[str]]:
+    """The combined patch, one file's section at a time, in the order `--name-status` lists the files."""
+    proc = subprocess.Popen([_git(), *GIT_CONFIG, "diff", *DIFF_FLAGS, "-U3", *spec.diff_args, "--"], cwd=top,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
+                            errors="replace")
+    assert proc.stdout is not None
+    section: list[str] = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("diff --git ") and section:
+                yield section
+                section = []
+            section.append(line)
+        if section:
+            yield section
+    finally:
+        proc.stdout.close()
+        proc.wait()
+
+
+def list_changes(src: str, cwd: str | None = None) -> tuple[str, Spec, Iterator[Change]]:
+    """(repository top level, the parsed spec, the changed files with their diffs and new-side ranges)."""
+    top = repo_root(cwd)
+    spec = parse_spec(src, top)
+    changes = _name_status(spec, top)
+    if not changes:
+        raise BatchpilotError(f"--items {src}: no file changed",
+                              "check the revision (`git diff --stat` with it shows the changes); untracked files "
+                              "are not part of a diff until `git add -N` adds them")
+
+    def attach() -> Iterator[Change]:
+        sections = _patches(spec, top)
+        for change in changes:
+            section = next(sections, [])
+            change.diff = "".join(section)
+            change.changed = _hunk_ranges(section)
+            yield change
+
+    return top, spec, attach()
+
+
+def read_new_side(top: str, spec: Spec, path: str) -> bytes:
+    """The file's bytes on the new side of the change (an OSError when they cannot be read)."""
+    if spec.new_side == WORKTREE:
+        with open(os.path.join(top, path), "rb") as fh:
+            return fh.read()
+    ref = f":{path}" if spec.new_side == INDEX else f"{spec.new_side}:{path}"
+    done = _run(["cat-file", "blob", ref], top, binary=True)
+    if done.returncode != 0:
+        raise OSError(f"git cat-file {ref} failed")
+    return done.stdout
+
+
+def new_side_size(top: str, spec: Spec, path: str) -> int:
+    """The new side's size in bytes without reading it (-1 when unknown), so oversized files are not loaded."""
+    if spec.new_side == WORKTREE:
+        try:
+            return os.path.getsize(os.path.join(top, path))
+        except OSError:
+            return -1
+    ref = f":{path}" if spec.new_side == INDEX else f"{spec.new_side}:{path}"
+    done = _run(["cat-file", "-s", ref], top)
+    return int(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip().isdigit() else -1
