@@ -7,19 +7,18 @@ from pathlib import Path
 import click
 
 from batchpilot.cli.main import emit
-from batchpilot.cli.options import RUN_ARG, quiet
+from batchpilot.cli.options import RUN_ARG, format_option, quiet
 from batchpilot.core.progress import Progress
 
 
 @click.command()
 @RUN_ARG
-@click.option("-f", "--format", "formats", type=click.Choice(["jsonl", "csv", "md"]), multiple=True,
-              help="Also write merged.csv / merged.md (repeatable); merged.jsonl is always written.")
+@format_option
 @click.pass_context
 def merge(ctx: click.Context, run_dir: Path, formats: tuple[str, ...]) -> None:
     """Merge a run's results into merged.jsonl (input order, validated) and summary.json.
 
-    Example: batchpilot merge .batchpilot/runs/review --format csv
+    merged.jsonl is always written. Example: batchpilot merge .batchpilot/runs/review --format sarif
     """
     # Imported when the command runs: merging is not needed for `--help`.
     from batchpilot.results.merge import merge_job
@@ -29,13 +28,14 @@ def merge(ctx: click.Context, run_dir: Path, formats: tuple[str, ...]) -> None:
 
 @click.command()
 @RUN_ARG
+@format_option
 @click.pass_context
-def report(ctx: click.Context, run_dir: Path) -> None:
+def report(ctx: click.Context, run_dir: Path, formats: tuple[str, ...]) -> None:
     """Write report.md and a self-contained report.html (merging first when the results are newer).
 
-    Example: batchpilot report .batchpilot/runs/review
+    Exports written before are kept current. Example: batchpilot report .batchpilot/runs/review --format github
     """
     # Imported when the command runs: the report writers are not needed for `--help`.
     from batchpilot.report.markdown import report_job
 
-    emit(report_job(run_dir, Progress(quiet(ctx))))
+    emit(report_job(run_dir, Progress(quiet(ctx)), formats))

@@ -10,6 +10,17 @@ import click
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 
+# The words of `--format` (batchpilot.results.formats.FORMAT_WORDS; a test keeps the two equal): spelled out
+# here so that `--help` does not load the exporters.
+FORMATS = ("jsonl", "csv", "md", "sarif", "github")
+FORMAT_HELP = ("Also write merged.csv / merged.md / merged.sarif (SARIF 2.1.0) / pr-comment.md (github: a PR comment "
+               "body); repeatable. sarif and github need findings with file and line fields.")
+
+
+def format_option(fn: Callable) -> Callable:
+    return click.option("-f", "--format", "formats", type=click.Choice(FORMATS), multiple=True, help=FORMAT_HELP)(fn)
+
+
 RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from batchpilot.cli.main import emit
-from batchpilot.cli.options import job_kwargs, job_options, quiet
+from batchpilot.cli.options import format_option, job_kwargs, job_options, quiet
 from batchpilot.core.modes import MODES
 from batchpilot.core.progress import Progress
 
@@ -34,8 +34,7 @@ RUN_MODES = ("auto", *MODES)
               help="Direct and headless modes: stop before spending more than this.")
 @click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
               help="Headless mode: claude processes at once.")
-@click.option("-f", "--format", "formats", type=click.Choice(["jsonl", "csv", "md"]), multiple=True,
-              help="Also write merged.csv / merged.md.")
+@format_option
 @click.pass_context
 def run(ctx: click.Context, run_dir: Path | None, mode: str, urgent: bool, needs_tools: bool, emulate: bool,
         no_wait: bool, max_rounds: int | None, max_cost: float | None, parallel: int, formats: tuple[str, ...],

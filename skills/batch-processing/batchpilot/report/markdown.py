@@ -16,7 +16,9 @@ from typing import Any
 
 from batchpilot.core.files import atomic_stream, iter_jsonl, read_json
 from batchpilot.core.progress import Progress
-from batchpilot.results.exports import EXPORTERS, cell_text, export_name, findings_field, md_cell
+from batchpilot.results.exports import cell_text, findings_field, md_cell
+from batchpilot.results.formats import EXPORTERS, export_name
+from batchpilot.results.lines import has_line_fields
 from batchpilot.report.html import render_html
 from batchpilot.results.merge import merge_run
 from batchpilot.results.validate import schema_for_run
@@ -64,6 +66,8 @@ def collect(run_dir: Path, schema: dict) -> dict:
     totals = Counter()
     severity = Counter()
     severity_key = "severity" if "severity" in finding_props else None
+    checked = has_line_fields(schema, findings)  # findings a line check applies to get a line_check column
+    flagged: list[tuple] = []
     for merged in iter_jsonl(run_dir / "merged.jsonl"):
         totals["items"] += 1
         output = merged.get("output") if isinstance(merged.get("output"), dict) else None
@@ -71,11 +75,16 @@ def collect(run_dir: Path, schema: dict) -> dict:
         entries = output.get(findings) if output is not None and findings else None
         entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
         totals["findings"] += len(entries)
-        for entry in entries:
+        problems = {p.get("finding"): p.get("problem") for p in merged.get("finding_problems") or [] if isinstance(p, dict)}
+        for n, entry in enumerate(entries):
             if severity_key:
                 severity[str(entry.get(severity_key))] += 1
             if len(found) < REPORT_MAX_FINDINGS:
-                found.append([merged.get("custom_id")] + [_clip(entry.get(p)) for p in finding_props])
+                row = [merged.get("custom_id")] + [_clip(entry.get(p)) for p in finding_props]
+                found.append(row + [_clip(problems.get(n) or "ok")] if checked else row)
+        if problems and len(flagged) < MD_MAX_FAILURES:
+            flagged += [(merged.get("custom_id"), text) for text in problems.values()][: MD_MAX_FAILURES - len(flagged)]
+        totals["flagged"] += len(problems)
         if len(items) < REPORT_MAX_ITEMS:
             row = [merged.get("custom_id"), merged.get("status"), _clip(merged.get("source"))]
             if headline:
@@ -86,19 +95,23 @@ def collect(run_dir: Path, schema: dict) -> dict:
             items.append(row)
     return {
         "items": {"columns": item_cols, "rows": items, "total": totals["items"], "enums": {"status": ["invalid", "errored", "expired", "canceled", "missing", "ok"]}},
-        "findings": {"columns": ["custom_id"] + finding_props, "rows": found, "total": totals["findings"], "enums": enums} if findings else None,
+        "findings": {"columns": ["custom_id"] + finding_props + (["line_check"] if checked else []), "rows": found,
+                     "total": totals["findings"], "enums": enums} if findings else None,
+        "flagged": {"total": totals["flagged"], "examples": flagged},
         "severity": dict(severity),
         "severity_order": enums.get("severity", []),
     }
 
 
-def write_report(run_dir: Path, progress: Any = None) -> dict:
-    """Write report.md and report.html for a run (merging first if needed); return their paths."""
+def write_report(run_dir: Path, progress: Any = None, formats: tuple[str, ...] = ()) -> dict:
+    """Write report.md and report.html for a run (merging first if needed, or when `formats` asks for
+    exports); return their paths."""
     run_dir = Path(run_dir)
     manifest = open_run(run_dir)
-    if _stale(run_dir):
-        extra = [fmt for fmt in EXPORTERS if (run_dir / export_name(fmt)).exists()]  # keep exports current
-        merge_run(run_dir, ("jsonl", *extra), progress=progress)
+    asked = tuple(f for f in formats if f != "jsonl")
+    if _stale(run_dir) or asked:
+        extra = [fmt for fmt in EXPORTERS if (run_dir / export_name(fmt)).exists() and fmt not in asked]  # keep exports current
+        merge_run(run_dir, ("jsonl", *asked, *extra), progress=progress)
     summary = read_json(run_dir / "summary.json", "summary")
     schema = schema_for_run(run_dir, manifest)
     if progress:
@@ -155,6 +168,12 @@ def render_md(manifest: dict, summary: dict, data: dict) -> str:
         lines += ["", f"## Findings: {data['findings']['total']}", "", "| severity | findings |", "|---|---:|"]
         order = data["severity_order"] + sorted(set(data["severity"]) - set(data["severity_order"]))
         lines += [f"| {md_cell(s)} | {data['severity'][s]} |" for s in order if s in data["severity"]]
+    flagged = data.get("flagged") or {}
+    if flagged.get("total"):
+        lines += ["", f"## Findings that fail the line check: {flagged['total']}", "",
+                  "Their file or line range does not hold against the item; they are kept in merged.jsonl "
+                  "(`finding_problems`) but left out of the SARIF and GitHub exports.", "", "| item | problem |", "|---|---|"]
+        lines += [f"| {md_cell(cid)} | {md_cell(_clip(text))} |" for cid, text in flagged["examples"]]
     failures = summary.get("failures") or []
     if failures:
         lines += ["", f"## Failures: {summary['failures_total']}", "", "| item | status | reason |", "|---|---|---|"]
@@ -168,8 +187,9 @@ def render_md(manifest: dict, summary: dict, data: dict) -> str:
     return "\n".join(lines)
 
 
-def report_job(run_dir: Path, progress: Progress) -> dict:
-    """The `report` receipt: report.md and report.html (merging first when the results are newer)."""
-    files = write_report(run_dir, progress=progress)
+def report_job(run_dir: Path, progress: Progress, formats: tuple[str, ...] = ()) -> dict:
+    """The `report` receipt: report.md and report.html (merging first when the results are newer), and the
+    exports `formats` names."""
+    files = write_report(run_dir, progress=progress, formats=formats)
     summary = read_json(run_dir / "summary.json", "summary")
     return {"command": "report", "run": str(run_dir), "counts": summary.get("counts"), "files": files, "next": None}

@@ -1,4 +1,5 @@
-"""Exports: merged.jsonl → merged.csv and merged.md, streamed, for people and spreadsheets.
+"""Exports: merged.jsonl → merged.csv and merged.md, streamed, for people and spreadsheets (the registry of
+every format, SARIF and GitHub included, is `batchpilot.results.formats`).
 
 Columns come from the schema, not from the data, so every row has the same shape: `custom_id`, `status`,
 `source`, then the output's top-level properties (objects flattened one level as `a.b`, lists as JSON
@@ -16,7 +17,7 @@ import csv
 import html
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from batchpilot.core.files import atomic_stream, iter_jsonl
 
@@ -130,15 +131,3 @@ def write_md(merged_path: Path, target: Path, schema: dict) -> int:
             fh.write("| " + " | ".join(md_cell(v) for v in row) + " |\n")
             rows += 1
     return rows
-
-
-def export_name(fmt: str) -> str:
-    """The file an export format is written to in the run directory: `merged.csv`, `merged.md`."""
-    return f"merged.{fmt}"
-
-
-# `merge --format WORD` -> the writer (merged.jsonl, target, schema) -> rows written; the target is export_name(WORD).
-EXPORTERS: dict[str, Callable[[Path, Path, dict], int]] = {
-    "csv": write_csv,
-    "md": write_md,
-}

@@ -2,7 +2,8 @@
 
 Every executor appends the same records to `results.jsonl`, one per attempt and in any order, so merge
 never cares which executor ran. It writes `merged.jsonl` (one line per item of `items.jsonl`, same order),
-`summary.json`, and on request `merged.csv` / `merged.md` (`batchpilot.results.exports`).
+`summary.json`, and on request `merged.csv`, `merged.md`, `merged.sarif` or `pr-comment.md`
+(`batchpilot.results.formats`).
 
 Two streaming passes over the results, with memory bounded by an index of ids: `batchpilot.results.ledger`
 (shared with repair, so `retry --only invalid` re-asks exactly the items merged here as `invalid`) indexes
@@ -11,6 +12,9 @@ order, and each item's outcome is judged from its latest success (earlier succes
 so a later bad answer never hides an earlier good one; with no success the latest attempt decides). Each
 merged line is written as it is made. Measured: about 160 bytes an item, whatever the size of the answers
 (bench/bench_merge.py: +150 MB for 1,000,000 items and 1.2 GB of results).
+
+For a findings schema with file and line fields, each finding of a file item is checked against the file
+(`batchpilot.results.lines`) and the ones that fail are listed in the merged line as `finding_problems`.
 
 Statuses: `ok` · `invalid` (answered, but no usable JSON or it breaks the schema) · `errored` ·
 `expired` · `canceled` · `missing` (no result record yet).
@@ -29,13 +33,17 @@ from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.progress import Progress
 from batchpilot.core.files import atomic_stream, atomic_write_json, dumps, iter_jsonl
 from batchpilot.core.models import USAGE_KEYS
-from batchpilot.results.exports import EXPORTERS, export_name
+from batchpilot.results.exports import findings_field
+from batchpilot.results.formats import EXPORTERS, FORMAT_WORDS, export_name
+from batchpilot.results.lines import check_findings
+from batchpilot.results.sarif import require_line_findings
 from batchpilot.rundir.journal import journal
 from batchpilot.results.judge import STATUSES, open_view
 from batchpilot.results.ledger import index_items, outcome, scan_results
 from batchpilot.results.summary import build_summary, run_prices
 
 FAILURE_LIST_LIMIT = 200
+LINE_FORMATS = ("sarif", "github")  # exports that need findings with file and line fields
 
 
 def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), progress: Any = None) -> dict:
@@ -43,8 +51,11 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     run_dir = Path(run_dir)
     unknown_formats = [f for f in formats if f != "jsonl" and f not in EXPORTERS]
     if unknown_formats:
-        raise BatchpilotError(f"unknown format {unknown_formats[0]!r}", "formats are jsonl, csv and md")
+        raise BatchpilotError(f"unknown format {unknown_formats[0]!r}", f"formats are {', '.join(FORMAT_WORDS)}")
     view = open_view(run_dir)
+    for fmt in formats:
+        if fmt in LINE_FORMATS:
+            require_line_findings(view.schema, fmt)  # before anything is written
     manifest = view.manifest
     prices = run_prices(manifest)
     default_mode = str(manifest.get("mode") or "batch")
@@ -62,6 +73,8 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     failures: list[dict] = []
     model = manifest.get("model")
     results_path = run_dir / "results.jsonl"
+    findings = findings_field(view.schema)
+    flagged = 0
     reader = open(results_path, "rb") if results_path.exists() else nullcontext(None)  # no results: all missing
     with atomic_stream(run_dir / "merged.jsonl") as out, reader as fh:
         for pos, item in enumerate(iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False)):
@@ -80,6 +93,12 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
                 "cost_usd": None if prices is None or math.isnan(cost) else round(cost, 8),
                 "source": item.get("source"),
             }
+            if item.get("path"):
+                merged["path"] = item["path"]
+            problems = check_findings(item, output, findings) if status == "ok" else None
+            if problems is not None:
+                merged["finding_problems"] = problems
+                flagged += len(problems)
             out.write(dumps(merged) + "\n")
             if pos == 1:
                 crash.point("merge-mid-write")
@@ -102,6 +121,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
             EXPORTERS[fmt](run_dir / "merged.jsonl", run_dir / name, view.schema)
             files[name] = str(run_dir / name)
     summary = build_summary(run_dir, manifest, view.schema_source, counts, error_types, failures, scan, prices, files)
+    summary["findings_failing_line_checks"] = flagged
     atomic_write_json(run_dir / "summary.json", summary)
     journal(run_dir, "merged", counts={k: v for k, v in counts.items() if v}, unknown_results=scan.unknown)
     return summary

@@ -7,6 +7,8 @@
 * tools that include `StructuredOutput` (the Claude Code CLI's `--json-schema` tool) → a tool_use of it;
 * anything else → a few sentences of text.
 
+A review of a change (a diff in the message) cites the change's lines (`batchpilot.emulator.behaviour.review`).
+
 Answers are a pure function of (seed, request): the request is hashed on its canonical JSON without
 `stream` and `metadata`, so a streamed and a plain call of the same request agree. Output longer than
 `max_tokens` is cut and stops with `max_tokens`, like the real API. Faults (`invalid_json`, `truncate`,
@@ -20,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchpilot.emulator.behaviour.review import aim_at_change
 from batchpilot.emulator.behaviour.scenario import tool_calls
 from batchpilot.emulator.behaviour.schemagen import example
 from batchpilot.core.tokens import CHARS_PER_TOKEN, estimate_json, estimate_text
@@ -126,7 +129,7 @@ def _default(params: dict, key: str) -> Answer:
     if target is None:
         return Answer([{"type": "text", "text": _text_for(key)}])
     kind, name, schema = target
-    value = example(schema, key)
+    value = aim_at_change(example(schema, key), params)
     if kind == "json":
         return Answer([{"type": "text", "text": json.dumps(value, ensure_ascii=False)}])
     block = {"type": "tool_use", "id": make_id("toolu", key), "name": name, "input": value}

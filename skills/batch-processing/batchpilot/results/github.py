@@ -1,0 +1,93 @@
+"""GitHub: merged.jsonl → `pr-comment.md`, a Markdown body to post with `gh pr comment --body-file`.
+
+For a template whose findings have file and line fields (as SARIF needs). The body is a summary line (the
+findings by severity, the items reviewed and failed), then one table of findings, most severe first, each
+with a `path#Lstart-Lend` link. In GitHub Actions (`GITHUB_SERVER_URL`, `GITHUB_REPOSITORY` and `GITHUB_SHA`
+set) the links are absolute blob links at that commit; elsewhere they are relative to the repository root.
+Findings that failed the line checks and items without a valid answer are counted, not tabled. At most
+MAX_ROWS findings are listed (a PR comment holds at most 65,536 characters); the rest are counted.
+
+Every cell comes from the model and is escaped (`batchpilot.results.exports.md_cell`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
+
+from batchpilot.core.files import atomic_stream, iter_jsonl
+from batchpilot.results.exports import md_cell
+from batchpilot.results.sarif import require_line_findings
+
+MAX_ROWS = 100
+MAX_CELL = 300
+SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
+
+
+def link_base() -> str:
+    """`https://github.com/OWNER/REPO/blob/SHA/` inside GitHub Actions, else "" (links relative to the root)."""
+    server, repo, sha = (os.environ.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_SHA"))
+    return f"{server.rstrip('/')}/{repo}/blob/{sha}/" if server and repo and sha else ""
+
+
+def anchor(path: str, start: int, end: int) -> str:
+    """`path#L3-L5` (or `#L3` for one line)."""
+    lines = f"L{start}" if start == end else f"L{start}-L{end}"
+    return f"{path}#{lines}"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def write_github(merged_path: Path, target: Path, schema: dict) -> int:
+    """merged.jsonl → pr-comment.md; returns the number of findings tabled."""
+    findings = require_line_findings(schema, "github")
+    rows: list[tuple[int, str, list[str]]] = []
+    severities: Counter = Counter()
+    items = failed = flagged = files_with = 0
+    base = link_base()
+    for merged in iter_jsonl(merged_path):
+        items += 1
+        if merged.get("status") != "ok":
+            failed += 1
+            continue
+        bad = {p["finding"] for p in merged.get("finding_problems") or []}
+        path = str(merged.get("path") or merged.get("source") or "")
+        entries = [e for e in (merged.get("output") or {}).get(findings) or []]
+        kept = 0
+        for n, finding in enumerate(entries):
+            if not isinstance(finding, dict):
+                continue
+            if n in bad or merged.get("finding_problems") is None:
+                flagged += n in bad
+                continue
+            kept += 1
+            severity = str(finding.get("severity") or "")
+            severities[severity] += 1
+            where = anchor(path, finding["line_start"], finding["line_end"])
+            link = f"[{md_cell(where)}]({base}{quote(where, safe='/#-._~')})"
+            rank = SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
+            rows.append((rank, where, [md_cell(severity), link, md_cell(finding.get("category")),
+                                       md_cell(_clip(str(finding.get("message") or "")))]))
+        files_with += kept > 0
+    rows.sort(key=lambda r: (r[0], r[1]))
+    by_severity = ", ".join(f"{severities[s]} {s}" for s in [*SEVERITY_ORDER, *sorted(set(severities) - set(SEVERITY_ORDER))]
+                            if severities[s])
+    total = sum(severities.values())
+    lines = [f"**batchpilot review**: {total} finding(s) in {files_with} of {items} file(s)"
+             + (f" ({by_severity})" if by_severity else "") + "."]
+    if failed:
+        lines.append(f"{failed} file(s) got no valid review; see the run's report.")
+    if flagged:
+        lines.append(f"{flagged} finding(s) pointed outside their file and are left out; see merged.jsonl.")
+    if rows:
+        lines += ["", "| severity | where | category | finding |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(cells) + " |" for _, _, cells in rows[:MAX_ROWS]]
+        if len(rows) > MAX_ROWS:
+            lines.append(f"\n{len(rows) - MAX_ROWS} more finding(s) in the run's report.")
+    with atomic_stream(target) as fh:
+        fh.write("\n".join(lines) + "\n")
+    return min(len(rows), MAX_ROWS)
