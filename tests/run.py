@@ -5,7 +5,7 @@ Needs only `python3` (>= 3.10) and access to the package registries. It prepares
 
 * `.venv/`       the project installed in editable mode with its test tools;
 * `.venv-sdk1/`  the 1.x `anthropic` SDK, so the emulator is tested against both SDK generations;
-* `.tools/`      the npm tools the tests drive (the Claude Code CLI and `playbooks`), when `npm` exists.
+* `.tools/`      the npm tools the tests drive (the Claude Code CLI, `playbooks` and `sarif-multitool`), when `npm` exists.
 
 Then it runs pytest in `.venv`. A run that executes no test fails. `bench/run_all.py` prepares `.venv/` with
 `ensure_project_venv` from here, so the tests and the benchmarks share one environment.
@@ -80,7 +80,7 @@ def remove_build_leftovers() -> None:
 def ensure_npm_tools(tools: Path) -> Path | None:
     npm = shutil.which("npm")
     if npm is None:
-        _say("npm not found: the tests that drive the Claude Code CLI and playbooks will fail; install Node.js")
+        _say("npm not found: the tests that drive the Claude Code CLI, playbooks and sarif-multitool will fail; install Node.js")
         return None
     key = " ".join(NPM_TOOLS)
     if not _stamped(tools, key):
