@@ -116,6 +116,15 @@ def test_ranges_staged_and_the_diff_variant_of_the_prompt(bp, repo):
     assert "<item_diff>" in prompt and "+    if not xs:" in prompt
 
 
+def test_a_deletion_marks_the_line_above_it(bp, repo):
+    (repo / "notes.txt").write_text(NOTES_V2.replace("note 3\nnote 4\n", ""))
+    git(repo, "commit", "-qam", "four")
+    r = bp("plan", "-t", "code-review", "-i", "git:HEAD~1")
+    assert r.code == 0, r.stderr
+    [entry] = r.receipt["changes"]["listed"]
+    assert (entry["path"], entry["changed_lines"], entry["added"], entry["removed"]) == ("notes.txt", "2", 0, 2)
+
+
 @pytest.mark.parametrize("spec, expected", [
     ("git:nope", "'nope' is not a commit in this repository"),
     ("git:HEAD~1..nope", "'nope' is not a commit in this repository"),

@@ -15,7 +15,7 @@ from typing import Callable
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.shell import next_command
 from batchpilot.prepare.schema_rules import api_schema_problems
-from batchpilot.prepare.templates import Template, bundled_names, load_template, resolve_template_dir
+from batchpilot.prepare.templates import DIFF_VARIANT, Template, bundled_names, load_template, resolve_template_dir
 
 TEMPLATE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 SCAFFOLD_SYSTEM = """\
@@ -88,6 +88,8 @@ def show_template(name: str, warn: Callable[[str], None]) -> dict:
     also passed to `warn`)."""
     t = load_template(name)
     files = {n: str(t.path / n) for n in ("template.json", "system.md", "user.md", "schema.json")}
+    if t.user_diff is not None:
+        files[DIFF_VARIANT] = str(t.path / DIFF_VARIANT)  # the message for items from a change
     examples = t.path / "examples"
     if examples.is_dir():
         files.update({f"examples/{p.name}": str(p) for p in sorted(examples.iterdir()) if p.is_file()})
