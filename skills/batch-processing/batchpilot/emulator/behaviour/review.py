@@ -1,11 +1,15 @@
-"""Reviews of a change: the emulated "model" cites lines the change touched, as a careful reviewer would.
+"""Reviews: the emulated "model" cites lines of the file it was shown, as a careful reviewer would.
 
-When a request's last user message holds a unified diff between `<item_diff>` tags (what the diff variants
-of the review templates send), every finding-like object of the generated answer — one with `file`,
-`line_start` and `line_end` — is pointed at the diff's new path and at one of its added lines, in turn.
-The diff is parsed here from the message text, independently of the client's own parser, so the merger's
-line checks and the SARIF export are tested against a second reading of the same diff. Answers without a
-diff in the message are left as the schema generator made them.
+Every finding-like object of a generated answer (one with `file`, `line_start` and `line_end`) is aimed:
+
+* when the last user message holds a unified diff between `<item_diff>` tags (the diff variants of the
+  review templates), at the diff's new path and at one of its added lines, in turn;
+* else, when it holds a file between `<item_content>` tags and names it ("... this file: PATH", as the
+  review templates say), at that path and at a line inside the file.
+
+Both are read here from the message text, independently of the client's own parsers, so the merger's line
+checks and the SARIF export are tested against a second reading. Other answers are left as the schema
+generator made them (so a finding may name a file or lines that do not exist, as a careless model would).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import re
 from typing import Any
 
 DIFF_RE = re.compile(r"<item_diff>\n(.*?)\n</item_diff>", re.S)
+CONTENT_RE = re.compile(r"<item_content>\n(.*?)\n</item_content>", re.S)
+NAMED_RE = re.compile(r"this (?:[a-z]+ )?file[^:\n]*: (\S+)")
 HUNK_RE = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 FINDING_KEYS = ("file", "line_start", "line_end")
 
@@ -61,12 +67,20 @@ def _findings(value: Any) -> list[dict]:
     return found
 
 
+def _target(text: str) -> tuple[str | None, list[int]]:
+    """(the path, the lines a finding may cite) that the message offers, or (None, [])."""
+    match = DIFF_RE.search(text)
+    if match:
+        return added_lines(match.group(1).replace("<\\/item_diff>", "</item_diff>"))
+    content, named = CONTENT_RE.search(text), NAMED_RE.search(CONTENT_RE.sub("", text))
+    if content and named:
+        return named.group(1), list(range(1, content.group(1).count("\n") + 2))
+    return None, []
+
+
 def aim_at_change(value: Any, params: dict) -> Any:
-    """`value` with its findings moved onto the changed lines of the diff in the request, when it has one."""
-    match = DIFF_RE.search(_last_user_text(params))
-    if not match:
-        return value
-    path, added = added_lines(match.group(1).replace("<\\/item_diff>", "</item_diff>"))
+    """`value` with its findings moved onto the lines of the change (or the file) in the request."""
+    path, added = _target(_last_user_text(params))
     if path is None or not added:
         return value
     for n, finding in enumerate(_findings(value)):
