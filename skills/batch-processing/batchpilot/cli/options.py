@@ -38,6 +38,11 @@ def job_options(fn: Callable) -> Callable:
         click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output limit per item (default: the template's)."),
         click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Template variable; repeatable."),
         click.option("--content-field", default=None, help="Record field holding the item text (default: content, text or body; else the whole record)."),
+        click.option("--file-field", default=None, help="JSONL/CSV field naming a PDF or image file to attach (path relative to the records file)."),
+        click.option("--upload", type=click.Choice(["auto", "inline", "files"]), default="auto", show_default=True,
+                     help="How PDFs and images travel: inline base64, or uploaded once to the Files API and referenced by file_id "
+                          "(auto: files when a batch job's inline payload would be many times the batch limit)."),
+        click.option("--keep-uploads", is_flag=True, help="With --upload files: keep the uploaded files when the run ends."),
         click.option("--max-item-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_ITEM_BYTES, show_default=True,
                      help="Larger items are skipped and listed."),
         click.option("--price-in", type=click.FloatRange(min=0), default=None, help="USD per million input tokens, for a model batchpilot does not know."),
@@ -54,6 +59,7 @@ def job_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
         "template_ref": kw["template"], "items_src": kw["items"], "model": kw["model"], "max_tokens": kw["max_tokens"],
         "variables": parse_vars(kw["variables"]), "price_in": kw["price_in"], "price_out": kw["price_out"],
         "max_item_bytes": kw["max_item_bytes"], "content_field": kw["content_field"],
+        "file_field": kw["file_field"], "upload": kw["upload"], "keep_uploads": kw["keep_uploads"],
     }
 
 

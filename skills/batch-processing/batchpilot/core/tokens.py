@@ -14,6 +14,7 @@ order (tools → system → messages), block by block, each with its token count
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -64,6 +65,12 @@ def block_text(block: Any) -> str:
         if isinstance(content, list):
             return "".join(block_text(b) for b in content)
         return str(content)
+    if kind in ("document", "image"):
+        # An attachment is priced by its pages or pixels (`plan` adds them; prepare.media), never by the
+        # length of its base64 string: here it is only a short stable tag, for cache keys.
+        source = block.get("source") if isinstance(block.get("source"), dict) else {}
+        ident = source.get("file_id") or hashlib.sha1(str(source.get("data", "")).encode()).hexdigest()[:16]
+        return f"[{kind} {source.get('media_type', '')} {ident}]"
     if kind in ("thinking", "redacted_thinking"):
         return str(block.get("thinking", block.get("data", "")))
     return json.dumps({k: v for k, v in block.items() if k != "cache_control"}, sort_keys=True, default=str)

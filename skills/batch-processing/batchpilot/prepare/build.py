@@ -12,13 +12,22 @@ taken from a variable is what the requests carry and what the run copies to `sch
 `json_schema` style a schema the API would refuse (`schema_rules.api_schema_problems`) is an error here, at
 plan/prepare time, rather than one errored request per item; the `tool` and `prompt` styles take any schema.
 
+A document or image item's user message is a list of content blocks: its `document` / `image` block
+(base64, or with `upload=True` a Files API `file` source whose id is `PENDING_UPLOAD` + the file's sha256
+until the executor's upload step puts the real id in) and the rendered text. Where the block goes is the
+template's choice: at a `{{item.attachment}}` placeholder in user.md, or by default first, then the text, the
+order the docs recommend (https://platform.claude.com/docs/en/build-with-claude/vision, images before text).
+
 The shared system block carries `cache_control` when the cacheable prefix (tools + system) is at least the
 model's minimum cacheable length; batch jobs use the 1-hour TTL, because a batch runs longer than 5 minutes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from typing import Any
 
 from batchpilot.core.errors import BatchpilotError
@@ -28,6 +37,8 @@ from batchpilot.prepare.templates import TEMPLATES_DIR, Template, bind_variables
 from batchpilot.core.tokens import estimate_json, estimate_text
 
 TOOL_NAME = "emit_result"
+ATTACHMENT_RE = re.compile(r"\{\{\s*item\.attachment\s*\}\}")
+PENDING_UPLOAD = "pending-upload-sha256-"  # a file source's id before the upload step resolves it
 DEFAULT_MIN_CACHE_TOKENS = 1024
 PROMPT_STYLE_SUFFIX = (
     "\n\n## Output format\n\nReply with exactly one JSON object that validates against this JSON Schema. "
@@ -75,7 +86,8 @@ def check_api_schema(template: Template) -> None:
 class RequestBuilder:
     """Builds request params for one run; the shared parts are computed once."""
 
-    def __init__(self, template: Template, variables: dict[str, str], model: str, max_tokens: int, mode: str = "batch"):
+    def __init__(self, template: Template, variables: dict[str, str], model: str, max_tokens: int, mode: str = "batch",
+                 upload: bool = False):
         template = bind_variables(template, variables)
         if template.output_style == "json_schema":
             check_api_schema(template)
@@ -90,6 +102,7 @@ class RequestBuilder:
         prefix_tokens = estimate_text(self.system) + sum(estimate_json(t) for t in self.tools or [])
         self.cached = prefix_tokens >= min_cache
         self.cache_ttl = cache_ttl_for_mode(mode)
+        self.upload = upload
 
     def system_blocks(self) -> list[dict]:
         block: dict[str, Any] = {"type": "text", "text": self.system}
@@ -103,7 +116,7 @@ class RequestBuilder:
             "model": self.model,
             "max_tokens": self.max_tokens,
             "system": self.system_blocks(),
-            "messages": [{"role": "user", "content": render(self.template.user_for(item), item, self.variables).strip()}],
+            "messages": [{"role": "user", "content": self.user_content(item)}],
         }
         style = self.template.output_style
         if style == "json_schema":
@@ -113,6 +126,39 @@ class RequestBuilder:
             params["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
         return params
 
+    def user_content(self, item: Any) -> str | list[dict]:
+        """The user message: text, or for an attachment its block placed where the template says."""
+        media = getattr(item, "media", None)
+        if media is None:
+            return render(ATTACHMENT_RE.sub("", self.template.user_for(item)), item, self.variables).strip()
+        parts = ATTACHMENT_RE.split(self.template.user_for(item), maxsplit=1)
+        before, after = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+        texts = [render(t, item, self.variables).strip() for t in (before, after)]
+        blocks = [{"type": "text", "text": texts[0]}] if texts[0] else []
+        blocks.append(attachment_block(media, self.upload))
+        if texts[1]:
+            blocks.append({"type": "text", "text": texts[1]})
+        return blocks
+
     def request(self, item: Any) -> dict:
         """One requests.jsonl line."""
         return {"custom_id": item.custom_id, "params": self.params(item)}
+
+
+def attachment_block(media: Any, upload: bool) -> dict:
+    """The `document` / `image` block of one attachment (a `prepare.media.Media`).
+
+    Base64 sources: https://platform.claude.com/docs/en/build-with-claude/pdf-support and .../vision;
+    `file` sources (a Files API file_id): https://platform.claude.com/docs/en/build-with-claude/files.
+    """
+    if upload:
+        return {"type": media.kind, "source": {"type": "file", "file_id": PENDING_UPLOAD + media.sha256}}
+    try:
+        with open(media.path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise BatchpilotError(f"cannot read {media.path}: {exc.strerror or exc}", "check the file, then prepare again") from None
+    if hashlib.sha256(data).hexdigest() != media.sha256:
+        raise BatchpilotError(f"{media.path} changed while the run was being prepared", "prepare the run again")
+    encoded = base64.b64encode(data).decode("ascii")
+    return {"type": media.kind, "source": {"type": "base64", "media_type": media.media_type, "data": encoded}}

@@ -5,6 +5,12 @@ excluded), a `.jsonl` file (one object per line), a `.csv` file (header row), a 
 item per stdin line). It yields `Item`s in input order and reports skipped ones (binary, empty, unreadable,
 oversized) through a callback, never silently.
 
+A file whose bytes are a PDF or a PNG / JPEG / GIF / WebP image (`prepare.media`, sniffed, not guessed from
+the extension) is a `document` or `image` item: its `media` names the file, and the request carries it as a
+content block. One over an API limit (pages, bytes, pixels) or that cannot be read (an encrypted PDF) is
+skipped with a reason naming the limit and the value. A JSONL/CSV record can attach such a file through
+`file_field` (a path, relative to the records file).
+
 custom_id rules (the Message Batches API wants `^[A-Za-z0-9_-]{1,64}$`, unique within a batch):
 * a record's own `custom_id` field is used verbatim and must already be valid;
 * a record's `id` field, or a file's path (relative to the directory or the glob's fixed prefix), is used when valid; otherwise it is made readable
@@ -29,6 +35,7 @@ from typing import Callable, Iterator, TextIO
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
+from batchpilot.prepare.media import Media, Refusal, inspect, sniff_file
 
 CUSTOM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ID = 64
@@ -46,18 +53,37 @@ class Item:
     custom_id: str
     source: str
     content: str
-    kind: str  # file | record | line
+    kind: str  # file | record | line | document | image
     path: str | None = None
     fields: dict = field(default_factory=dict)
+    media: Media | None = None  # the attached PDF or image, for document and image items
 
     def manifest(self) -> dict:
         """The items.jsonl line: everything but file content (the file is the source of truth)."""
-        rec = {"custom_id": self.custom_id, "source": self.source, "kind": self.kind, "bytes": len(self.content.encode("utf-8"))}
+        size = self.media.bytes if self.media else len(self.content.encode("utf-8"))
+        rec = {"custom_id": self.custom_id, "source": self.source, "kind": self.kind, "bytes": size}
         if self.path is not None:
             rec["path"] = self.path
         if self.fields:
             rec["fields"] = self.fields
+        if self.media is not None:
+            rec["media"] = self.media.to_json()
         return rec
+
+
+def media_item(custom_id: str, source: str, media: Media, path: str | None, fields: dict) -> Item:
+    """A document or image item; its `content` is a one-line description ({{item.content}} renders it)."""
+    what = f"{os.path.basename(media.path)}, {media.media_type}, {media.figures()}"
+    return Item(custom_id=custom_id, source=source, content=f"(attached {media.kind}: {what})", kind=media.kind,
+                path=path, fields=fields, media=media)
+
+
+def _attach(path: str, source: str, skip: SkipFn, inline: bool) -> Media | None:
+    found = inspect(path, inline)
+    if isinstance(found, Refusal):
+        skip(source, found.reason, found.detail)
+        return None
+    return found
 
 
 def _short_hash(text: str) -> str:
@@ -150,13 +176,18 @@ def _read_file(path: str, max_bytes: int, skip: SkipFn) -> str | None:
     return text
 
 
-def _iter_files(paths: list[str], base: str, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+def _iter_files(paths: list[str], base: str, max_bytes: int, skip: SkipFn, inline: bool = True) -> Iterator[Item]:
     names = [os.path.relpath(p, base) if base else p for p in paths]
     for path, cid in zip(paths, file_ids(names)):
+        fields = {"name": os.path.basename(path), "ext": os.path.splitext(path)[1].lstrip(".")}
+        if os.path.isfile(path) and sniff_file(path):
+            media = _attach(path, path, skip, inline)
+            if media is not None:
+                yield media_item(cid, path, media, path, fields)
+            continue
         text = _read_file(path, max_bytes, skip)
         if text is not None:
-            yield Item(custom_id=cid, source=path, content=text, kind="file", path=path,
-                       fields={"name": os.path.basename(path), "ext": os.path.splitext(path)[1].lstrip(".")})
+            yield Item(custom_id=cid, source=path, content=text, kind="file", path=path, fields=fields)
 
 
 def _record_content(record: dict, content_field: str | None, source: str = "") -> str:
@@ -208,7 +239,8 @@ class _IdBook:
         return cid
 
 
-def _iter_jsonl(path: str, content_field: str | None, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+def _iter_jsonl(path: str, content_field: str | None, max_bytes: int, skip: SkipFn,
+                attach: "Attach | None" = None) -> Iterator[Item]:
     book = _IdBook(path)
     try:
         fh = open(path, "r", encoding="utf-8")
@@ -233,14 +265,15 @@ def _iter_jsonl(path: str, content_field: str | None, max_bytes: int, skip: Skip
                         'wrap the value in an object, e.g. {"text": ...}',
                     )
                 item = _record_item(record, book.assign(record, number, "line", source), source, content_field,
-                                    max_bytes, skip)
+                                    max_bytes, skip, attach)
                 if item is not None:
                     yield item
         except UnicodeDecodeError as exc:
             raise BatchpilotError(f"{path}: not UTF-8 text ({exc.reason})", "convert the file to UTF-8") from None
 
 
-def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn,
+              attach: "Attach | None" = None) -> Iterator[Item]:
     try:
         fh = open(path, "r", encoding="utf-8", newline="")
     except OSError as exc:
@@ -263,7 +296,7 @@ def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn
                     )
                 record = dict(zip(header, row))
                 item = _record_item(record, book.assign(record, number - 1, "row", source), source, content_field,
-                                    max_bytes, skip)
+                                    max_bytes, skip, attach)
                 if item is not None:
                     yield item
         except UnicodeDecodeError as exc:
@@ -272,9 +305,32 @@ def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn
             raise BatchpilotError(f"{path}: malformed CSV ({exc})", "check the quoting of that line") from None
 
 
+@dataclass(frozen=True)
+class Attach:
+    """`--file-field`: the record field naming a file to attach, paths relative to `base`."""
+
+    field: str
+    base: str
+    inline: bool = True
+
+
 def _record_item(record: dict, custom_id: str, source: str, content_field: str | None, max_bytes: int,
-                 skip: SkipFn) -> Item | None:
+                 skip: SkipFn, attach: Attach | None = None) -> Item | None:
     """One JSONL/CSV record as an item, or None (after `skip`) when its content is too large or empty."""
+    if attach is not None:
+        value = record.get(attach.field)
+        if not isinstance(value, str) or not value.strip():
+            skip(source, "no_file", f"no path in field {attach.field!r}")
+            return None
+        target = os.path.join(attach.base, os.path.expanduser(value))
+        if not os.path.isfile(target):
+            skip(source, "unreadable", f"{value}: no such file")
+            return None
+        if not sniff_file(target):
+            skip(source, "binary", f"{value}: not a PDF, PNG, JPEG, GIF or WebP")
+            return None
+        media = _attach(target, source, skip, attach.inline)
+        return None if media is None else media_item(custom_id, source, media, value, record)
     content = _record_content(record, content_field, source)
     if len(content.encode("utf-8")) > max_bytes:
         skip(source, "oversized", f"{len(content)} characters")
@@ -318,26 +374,47 @@ def load_items(
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
     content_field: str | None = None,
     stdin: TextIO | None = None,
+    file_field: str | None = None,
+    inline: bool = True,
 ) -> Iterator[Item]:
-    """Yield the items of `src` in input order; call `skip(source, reason, detail)` for each one left out."""
+    """Yield the items of `src` in input order; call `skip(source, reason, detail)` for each one left out.
+
+    `file_field`: records attach the file that field names; `inline`: attachments travel as base64 (their
+    size limits apply), else as uploaded files."""
     if src == "-":
         stream = stdin if stdin is not None else io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         return _iter_lines(stream, max_item_bytes, skip)
     if any(ch in src for ch in GLOB_CHARS) and not os.path.exists(src):
-        return _iter_files(_list_files(src), _glob_base(src), max_item_bytes, skip)
+        return _iter_files(_list_files(src), _glob_base(src), max_item_bytes, skip, inline)
     if os.path.isdir(src):
-        return _iter_files(_list_files(src), src, max_item_bytes, skip)
+        return _iter_files(_list_files(src), src, max_item_bytes, skip, inline)
     if not os.path.exists(src):
         raise BatchpilotError(
             f"items source {src!r} does not exist",
             "pass a glob ('src/**/*.py'), a directory, a .jsonl or .csv file, or - for stdin lines",
         )
     lower = src.lower()
+    attach = Attach(file_field, os.path.dirname(os.path.abspath(src)), inline) if file_field else None
     if lower.endswith((".jsonl", ".ndjson")):
-        return _iter_jsonl(src, content_field, max_item_bytes, skip)
+        return _iter_jsonl(src, content_field, max_item_bytes, skip, attach)
     if lower.endswith(".csv"):
-        return _iter_csv(src, content_field, max_item_bytes, skip)
-    return _iter_files([src], os.path.dirname(src), max_item_bytes, skip)
+        return _iter_csv(src, content_field, max_item_bytes, skip, attach)
+    if file_field:
+        raise BatchpilotError(f"--file-field {file_field!r} needs a .jsonl or .csv items source, not {src!r}",
+                              "leave --file-field out: PDFs and images in a glob or directory are attached by themselves")
+    return _iter_files([src], os.path.dirname(src), max_item_bytes, skip, inline)
+
+
+def candidate_files(src: str) -> list[str]:
+    """The files a glob or directory source lists (no reading); [] for any other source."""
+    try:
+        if any(ch in src for ch in GLOB_CHARS) and not os.path.exists(src):
+            return _list_files(src)
+        if os.path.isdir(src):
+            return _list_files(src)
+    except BatchpilotError:
+        return []
+    return []
 
 
 def items_fingerprint_update(h: "hashlib._Hash", item: Item) -> None:
@@ -347,6 +424,8 @@ def items_fingerprint_update(h: "hashlib._Hash", item: Item) -> None:
     h.update(item.source.encode("utf-8", "replace"))
     h.update(b"\0")
     h.update(item.content.encode("utf-8"))
+    if item.media is not None:  # the file's bytes, not its one-line description, identify the item
+        h.update(b"\0" + item.media.sha256.encode())
     h.update(b"\1")
 
 

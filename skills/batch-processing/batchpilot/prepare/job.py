@@ -19,6 +19,7 @@ from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 from batchpilot.core.models import MODELS, Prices, find_model, prices_for
 from batchpilot.prepare.build import RequestBuilder
 from batchpilot.prepare.templates import Template, load_template, resolve_variables
+from batchpilot.prepare.uploads import choose_upload
 
 
 @dataclass
@@ -35,13 +36,17 @@ class Job:
     content_field: str | None = None
     explicit_prices: bool = False
     skipped: list = field(default_factory=list)
+    file_field: str | None = None
+    upload: str = "inline"  # how attachments travel: inline (base64) or files (Files API uploads)
+    keep_uploads: bool = False
 
     def items(self) -> Iterator[Item]:
         """The items (from a change for a `git:` source), streamed; skipped ones are appended to `self.skipped` as (source, reason, detail)."""
         if is_git_source(self.items_src):
             return iter_change_items(self.items_src, self.max_item_bytes, lambda s, r, d: self.skipped.append((s, r, d)))
         return load_items(self.items_src, lambda s, r, d: self.skipped.append((s, r, d)),
-                          max_item_bytes=self.max_item_bytes, content_field=self.content_field)
+                          max_item_bytes=self.max_item_bytes, content_field=self.content_field,
+                          file_field=self.file_field, inline=self.upload != "files")
 
     def settings(self) -> dict:
         """Everything besides the items that determines the run's requests (its inputs hash)."""
@@ -53,6 +58,8 @@ class Job:
             "mode": self.mode,
             "content_field": self.content_field,
             "max_item_bytes": self.max_item_bytes,
+            **({"file_field": self.file_field} if self.file_field else {}),
+            **({"upload": self.upload} if self.upload != "inline" else {}),
         }
 
     def manifest(self) -> dict:
@@ -69,6 +76,8 @@ class Job:
                 "input_per_mtok": self.prices.input, "output_per_mtok": self.prices.output,
                 "read_multiplier": self.prices.read_multiplier, "explicit": self.explicit_prices},
             "subagent_model": self.template.subagent_model or (find_model(self.model).tier if find_model(self.model) else None),
+            "upload": self.upload,
+            "keep_uploads": self.keep_uploads,
         }
 
 
@@ -84,8 +93,14 @@ def open_job(
     require_price: bool = True,
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
     content_field: str | None = None,
+    file_field: str | None = None,
+    upload: str = "auto",
+    keep_uploads: bool = False,
 ) -> Job:
-    """Check the job's settings and return it; raises BatchpilotError for anything wrong."""
+    """Check the job's settings and return it; raises BatchpilotError for anything wrong.
+
+    `upload`: inline, files, or auto (files when a batch job's inline attachments would fill the batch body
+    limit many times over, `uploads.choose_upload`)."""
     template = load_template(template_ref)
     values = resolve_variables(template, variables or {})
     if model is not None and not model.strip():
@@ -105,8 +120,10 @@ def open_job(
     if known is not None and max_tokens > known.max_output:
         raise BatchpilotError(f"max_tokens {max_tokens} is above {known.max_output}, the limit of {model}",
                               f"use --max-tokens {known.max_output} or less")
-    builder = RequestBuilder(template, values, model, max_tokens, mode)
+    if upload == "auto":
+        upload = choose_upload(items_src, mode, file_field)
+    builder = RequestBuilder(template, values, model, max_tokens, mode, upload=upload == "files")
     # The builder's template is bound to the variables: its hash covers a schema chosen by a variable.
     return Job(builder.template, values, model, max_tokens, mode, items_src, prices, builder, max_item_bytes, content_field,
-               explicit_prices=price_in is not None)
+               explicit_prices=price_in is not None, file_field=file_field, upload=upload, keep_uploads=keep_uploads)
 

@@ -64,19 +64,40 @@ def cached_prefix_tokens(params: dict) -> int:
     return upto
 
 
+MEDIA_LISTED = 20  # attachments the plan receipt lists one by one
+
+
 @dataclass
 class Tally:
-    """Running token totals over a job's requests."""
+    """Running token totals over a job's requests; attachments' tokens (pages, pixels) kept apart."""
 
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     prefix_tokens: int = 0  # cacheable shared prefix of one request
     max_output_tokens: int = 0
+    media: dict = field(default_factory=lambda: {k: {"items": 0, "tokens": 0} for k in ("document", "image")})
+    listed: list = field(default_factory=list)
 
-    def add(self, params: dict, output_estimate: int, input_tokens: int | None = None) -> None:
+    def add(self, params: dict, output_estimate: int, input_tokens: int | None = None, item: Any = None) -> None:
         self.requests += 1
         self.input_tokens += input_tokens if input_tokens is not None else estimate_input_tokens(params)
+        attached = getattr(item, "media", None)
+        if attached is not None:
+            tokens = attached.tokens
+            self.input_tokens += tokens
+            entry = self.media[attached.kind]
+            entry["items"] += 1
+            entry["tokens"] += tokens
+            if attached.kind == "document":
+                entry["pages"] = entry.get("pages", 0) + (attached.pages or 0)
+            else:
+                entry["pixels"] = entry.get("pixels", 0) + (attached.width or 0) * (attached.height or 0)
+            if len(self.listed) < MEDIA_LISTED:
+                figures = ({"pages": attached.pages} if attached.kind == "document"
+                           else {"width": attached.width, "height": attached.height})
+                self.listed.append({"custom_id": item.custom_id, "type": attached.kind,
+                                    "media_type": attached.media_type, **figures, "tokens": tokens})
         self.output_tokens += min(output_estimate, int(params.get("max_tokens", output_estimate)))
         self.max_output_tokens += int(params.get("max_tokens", 0))
         self.prefix_tokens = max(self.prefix_tokens, cached_prefix_tokens(params))
@@ -171,11 +192,22 @@ def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, u
             "output_max": t.max_output_tokens,
             "shared_prefix": t.prefix_tokens,
             "source": token_source,
+            **_media_tokens(t),
         },
+        **({"attachments": t.listed} if t.listed else {}),
         "prices": None if prices is None else {"input_per_mtok": prices.input, "output_per_mtok": prices.output, "as_of": PRICES_AS_OF},
         "modes": {name: m.as_dict() for name, m in modes.items()},
         "recommended": {"mode": mode, "reason": reason},
     }
+
+
+def _media_tokens(t: Tally) -> dict:
+    """The tokens receipt's attachment part: text input apart from document (pages) and image (pixels) input."""
+    if not any(v["items"] for v in t.media.values()):
+        return {}
+    media = sum(v["tokens"] for v in t.media.values())
+    return {"text_input": t.input_tokens - media, "documents": t.media["document"], "images": t.media["image"],
+            "media_estimate": "pages x 2,250 tokens (text + page image); images width x height / 750 after the API's downscaling"}
 
 
 def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: bool, needs_tools: bool,
@@ -189,7 +221,7 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     changes = ChangeList()
     for n, item in enumerate(job.items(), 1):
         params = job.builder.params(item)
-        tally.add(params, output_estimate)
+        tally.add(params, output_estimate, item=item)
         changes.add(item)
         if count_tokens and len(sample) < COUNT_TOKENS_SAMPLE:
             sample.append(params)
@@ -220,7 +252,9 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
             words += ["--var", v]
         nxt = next_command(*words)
     extra = {"changes": changes.as_dict()} if changes.files else {}
+    listed = [{"source": s, "reason": r, "detail": d} for s, r, d in job.skipped[:MEDIA_LISTED]]
     return {"command": "plan", "template": job.template.name, **body, **extra, "skipped": skipped_summary(job.skipped),
+            **({"skipped_items": listed} if listed else {}),
             "warnings": warnings, "next": nxt}
 
 
