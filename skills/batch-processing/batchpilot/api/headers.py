@@ -26,3 +26,9 @@ def parse_retry_after(headers: Mapping[str, Any] | None) -> float | None:
         if value >= 0:
             return value
     return None
+
+
+# The Files API is a beta: its endpoints, and requests whose blocks name a file_id, carry this header
+# (https://platform.claude.com/docs/en/build-with-claude/files, "To use the Files API, you'll need to include
+# the beta feature header"). The SDK's `beta.files` methods do not add it by themselves.
+FILES_BETA = "files-api-2025-04-14"

@@ -14,11 +14,12 @@ import threading
 import traceback
 from pathlib import Path
 
-from batchpilot.emulator.routes import admin, batches as batch_routes, messages as message_routes
+from batchpilot.emulator.routes import admin, batches as batch_routes, files as file_routes, messages as message_routes
 from batchpilot.emulator.state.batch_store import BatchStore, remove_spool_dir
 from batchpilot.emulator.state.persist import attach
 from batchpilot.emulator.state.cache import PromptCache
-from batchpilot.emulator.state.clock import Clock
+from batchpilot.emulator.state.clock import Clock, iso
+from batchpilot.emulator.state.files_store import FilesStore
 from batchpilot.emulator.config import EmulatorConfig
 from batchpilot.emulator.behaviour.faults import FaultPlan
 from batchpilot.emulator.state.request_log import RequestLog
@@ -27,6 +28,7 @@ from batchpilot.emulator.behaviour.scenario import Scenario
 from batchpilot.emulator.http.wire import ApiError, Request, Response, error_body
 
 BATCH_PREFIX = "/v1/messages/batches"
+FILES_PREFIX = "/v1/files"
 
 
 class Stats:
@@ -83,6 +85,9 @@ class App:
         self.spool_dir = Path(config.data_dir) if config.data_dir else Path(tempfile.mkdtemp(prefix="batchpilot-emulator-"))
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.store = BatchStore(config, self.faults, self.clock.now, self.spool_dir)
+        self.files = FilesStore(self.spool_dir if config.persist and config.data_dir else None,
+                                lambda: iso(self.clock.now()))
+        self.store.files = self.files.content  # batch lines resolve file_id sources through the Files API
         if config.persist and config.data_dir:  # separate CLI processes share one emulated account
             attach(self)
         self.log = RequestLog(config.log_path)
@@ -126,8 +131,11 @@ class App:
             "/v1/messages": {"POST": ("messages", message_routes.create)},
             "/v1/messages/count_tokens": {"POST": ("count_tokens", message_routes.count_tokens)},
             BATCH_PREFIX: {"POST": ("batch_create", batch_routes.create), "GET": ("batch_list", batch_routes.listing)},
+            FILES_PREFIX: {"POST": ("file_upload", file_routes.upload), "GET": ("file_list", file_routes.listing)},
         }
         methods = table.get(path)
+        if methods is None and path.startswith(FILES_PREFIX + "/") and path.count("/") == 3:
+            methods = {"GET": ("file_retrieve", file_routes.retrieve), "DELETE": ("file_delete", file_routes.delete)}
         if methods is None and path.startswith(BATCH_PREFIX + "/"):
             rest = path[len(BATCH_PREFIX) + 1:].split("/")
             if len(rest) == 1:
@@ -174,6 +182,8 @@ class App:
         """The largest body this request may carry (413 above it)."""
         if method == "POST" and path.rstrip("/").endswith(BATCH_PREFIX):
             return self.config.max_batch_body_bytes
+        if method == "POST" and path.rstrip("/").endswith(FILES_PREFIX):
+            return file_routes.MAX_FILE_BYTES
         return self.config.max_messages_body_bytes
 
 

@@ -195,7 +195,7 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
         total += 1
         state = states.get(item["custom_id"])
         if not (state and state.done):
-            todo.append((item["custom_id"], params))
+            todo.append((item["custom_id"], params, item))
     journal(run, "headless_started", pending=len(todo), parallel=parallel, model=model)
     tally = HeadlessTally()
     pool = Pool()
@@ -209,8 +209,8 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
                     nxt = next(queue, None)
                     if nxt is None:
                         break
-                    cid, params = nxt
-                    running[executor.submit(pool.call, cmd, headless_prompt(params), timeout, env, cwd)] = cid
+                    cid, params, item = nxt
+                    running[executor.submit(pool.call, cmd, headless_prompt(params, item), timeout, env, cwd)] = cid
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)

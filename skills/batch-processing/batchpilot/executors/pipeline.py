@@ -23,11 +23,12 @@ from batchpilot.core.progress import Progress
 from batchpilot.core.shell import emulate_flag, next_command
 from batchpilot.executors.agents import fanout_run
 from batchpilot.executors.batch.driver import batch_client, counts_receipt
-from batchpilot.executors.batch.rounds import drive
+from batchpilot.executors.batch.rounds import NOTHING_LEFT, drive
 from batchpilot.executors.direct.command import direct_unfinished
 from batchpilot.executors.direct.executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, run_direct
 from batchpilot.executors.headless import run_headless
 from batchpilot.executors.steps import merge_and_report
+from batchpilot.executors.uploads import finish_uploads
 from batchpilot.prepare.job import open_job
 from batchpilot.prepare.plan import recommend
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS
@@ -106,6 +107,8 @@ def run_batch(run_dir: Path, options: RunOptions, progress: Progress, emulator_c
                 with sdk_errors():
                     outcome = drive(client, run_dir, progress, options.emulate, wait=not options.no_wait,
                                     max_rounds=options.max_rounds or DEFAULT_MAX_ROUNDS)
+                uploads = None if outcome.waiting else finish_uploads(
+                    client, run_dir, outcome.stopped == NOTHING_LEFT, progress)
             except BatchpilotError:
                 if (run_dir / "results.jsonl").exists():
                     merge_and_report(run_dir, options.formats, progress)  # what did finish is still worth reading
@@ -116,6 +119,7 @@ def run_batch(run_dir: Path, options: RunOptions, progress: Progress, emulator_c
     progress.stage(f"batches done: {outcome.stopped}")
     merged, report = merge_and_report(run_dir, options.formats, progress)
     return {**counts_receipt(run_dir), "stopped": outcome.stopped, "counts": merged["counts"],
+            **({"uploads": uploads} if uploads else {}),
             "cost_usd": merged.get("cost_usd") or (merged.get("cost") or {}).get("usd"),
             "files": {**merged.get("files", {}), **report},
             "next": next_command("retry", run_dir, *options.emulated) if _failed(merged) else None}

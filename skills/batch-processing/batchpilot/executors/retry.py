@@ -16,7 +16,8 @@ from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.progress import Progress
 from batchpilot.core.shell import emulate_flag, next_command
 from batchpilot.executors.batch.driver import batch_client, counts_receipt
-from batchpilot.executors.batch.rounds import drive
+from batchpilot.executors.batch.rounds import NOTHING_LEFT, drive
+from batchpilot.executors.uploads import finish_uploads
 from batchpilot.executors.batch.state import load_state, record
 from batchpilot.executors.direct.executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, run_direct
 from batchpilot.executors.direct.command import direct_unfinished
@@ -57,6 +58,8 @@ def retry_batch(run_dir: Path, emulate: bool, selection: frozenset[str], max_rou
         with batch_client(emulate, run_dir) as client, sdk_errors():
             outcome = drive(client, run_dir, progress, emulate, wait=not no_wait,
                             selection=selection, max_rounds=limit, force_first=True)
+            uploads = None if outcome.waiting else finish_uploads(client, run_dir, outcome.stopped == NOTHING_LEFT,
+                                                                 progress)
         repairs = count_repairs(run_dir, since)
     emulated = emulate_flag(emulate)
     described = describe_repairs(repairs)
@@ -65,6 +68,7 @@ def retry_batch(run_dir: Path, emulate: bool, selection: frozenset[str], max_rou
     progress.stage(f"retry: {outcome.stopped}")
     return {"command": "retry", "run": str(run_dir), "mode": "batch", **counts_receipt(run_dir), "stopped": outcome.stopped,
             "items": outcome.classification, "repairs": repairs, "submitted": outcome.submitted,
+            **({"uploads": uploads} if uploads else {}),
             "next": next_command("status", run_dir, "--wait", *emulated) if outcome.waiting else next_command("merge", run_dir)}
 
 

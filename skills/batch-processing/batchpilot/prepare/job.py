@@ -122,6 +122,10 @@ def open_job(
                               f"use --max-tokens {known.max_output} or less")
     if upload == "auto":
         upload = choose_upload(items_src, mode, file_field)
+    elif upload == "files" and mode != "batch":
+        raise BatchpilotError(f"--upload files works with --mode batch, not {mode}",
+                              "leave --upload out: direct mode sends PDFs and images inline, and agents and headless "
+                              "modes hand the subagent the file's path")
     builder = RequestBuilder(template, values, model, max_tokens, mode, upload=upload == "files")
     # The builder's template is bound to the variables: its hash covers a schema chosen by a variable.
     return Job(builder.template, values, model, max_tokens, mode, items_src, prices, builder, max_item_bytes, content_field,

@@ -9,6 +9,7 @@ delete or results before the end are 400s; results of an archived batch are a 40
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -16,6 +17,7 @@ from batchpilot.emulator.state.batch_store import spool_requests
 from batchpilot.emulator.http.jsonstream import BodyError, iter_requests
 from batchpilot.emulator.state.rate_limits import retry_after
 from batchpilot.emulator.behaviour.request_checks import check_custom_id
+from batchpilot.emulator.routes.files import FILES_BETA, has_files_beta
 from batchpilot.emulator.http.wire import ApiError, Request, Response, bad_request, not_found
 
 if TYPE_CHECKING:
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 MAX_REQUESTS = 100_000
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 20
+
+
+FILE_REF = re.compile(rb'"file_id"\s*:')  # a request with a Files API source
 
 
 def _throttle(app: "App") -> None:
@@ -61,6 +66,8 @@ def _checked(items: Iterator[Any]) -> Iterator[tuple[str, Any]]:
 
 def create(app: "App", request: Request) -> Response:
     _throttle(app)
+    if FILE_REF.search(request.body) and not has_files_beta(request):
+        raise bad_request(f"requests reference file_id sources: send the header anthropic-beta: {FILES_BETA}")
     try:
         text = request.body.decode("utf-8")
     except UnicodeDecodeError:

@@ -17,7 +17,9 @@ from batchpilot.emulator.behaviour.message_build import build_message, sse_body
 from batchpilot.emulator.state.rate_limits import retry_after
 from batchpilot.emulator.behaviour.responder import answer, make_id, request_key
 from batchpilot.emulator.behaviour.scenario import last_user_text
+from batchpilot.emulator.behaviour.media import check_media, media_tokens, references_files
 from batchpilot.emulator.behaviour.request_checks import check_params
+from batchpilot.emulator.routes.files import FILES_BETA, has_files_beta
 from batchpilot.emulator.http.wire import ApiError, Request, Response, bad_request
 from batchpilot.core.tokens import estimate_input_tokens
 
@@ -38,8 +40,11 @@ def _params(app: "App", request: Request, counting: bool) -> dict:
     params = parse_json(request.body)
     problem = check_params(params, in_batch=False, allow_unknown_models=app.config.allow_unknown_models,
                            version=request.headers.get("anthropic-version"), counting=counting)
-    if problem is not None:
-        error = ApiError(problem.status, problem.type, problem.message)
+    message = problem.message if problem is not None else check_media(params, app.files.content)
+    if message is None and references_files(params) and not has_files_beta(request):
+        message = f"file_id sources need the Files API beta: send the header anthropic-beta: {FILES_BETA}"
+    if message is not None:
+        error = ApiError(problem.status if problem else 400, problem.type if problem else "invalid_request_error", message)
         if isinstance(params, dict) and not counting:
             error.request_key = request_key(params, app.config.seed)
         raise error
@@ -48,7 +53,7 @@ def _params(app: "App", request: Request, counting: bool) -> dict:
 
 def count_tokens(app: "App", request: Request) -> Response:
     params = _params(app, request, counting=True)
-    return Response.json({"input_tokens": estimate_input_tokens(params)})
+    return Response.json({"input_tokens": estimate_input_tokens(params) + media_tokens(params, app.files.content)})
 
 
 def _fault_key(app: "App", key: str) -> str:
@@ -73,7 +78,8 @@ def create(app: "App", request: Request) -> Response:
 
 
 def _create(app: "App", params: dict, key: str) -> Response:
-    total = estimate_input_tokens(params)
+    attached = media_tokens(params, app.files.content)
+    total = estimate_input_tokens(params) + attached
     wait = app.limiter.admit_message(total)
     if wait > 0:
         raise ApiError(429, "rate_limit_error",
@@ -102,6 +108,7 @@ def _create(app: "App", params: dict, key: str) -> Response:
     fault = answer_rule.kind if answer_rule else None
     reply = answer(params, key, fault, scripted)
     cache = app.cache.apply(params, app.clock.now())
+    cache.input_tokens += attached  # documents and images sit after the cached prefix: plain input
     message = build_message(make_id("msg", f"{fault_key}/{time.monotonic_ns()}"), params["model"], reply, cache, "standard")
     usage = message["usage"]
     app.limiter.record_output(usage["output_tokens"], refund_input=cache.cache_read)

@@ -35,6 +35,7 @@ from batchpilot.emulator.config import EmulatorConfig
 from batchpilot.emulator.behaviour.faults import ANSWER_FAULTS, LINE_ERRORS, FaultPlan
 from batchpilot.emulator.behaviour.message_build import build_message
 from batchpilot.emulator.behaviour.responder import answer, make_id, request_key
+from batchpilot.emulator.behaviour.media import check_media, media_tokens
 from batchpilot.emulator.behaviour.request_checks import check_params
 
 CHUNK_BYTES = 64 * 1024
@@ -79,6 +80,7 @@ class BatchStore:
         self.faults = faults
         self.now = now
         self.dir = spool_dir
+        self.files = lambda file_id: None  # file_id -> bytes; the app points it at its Files API store
         self.batches: dict[str, Batch] = {}
         self.serial = 0
         self.line_faults: dict[str, int] = {}
@@ -166,6 +168,9 @@ class BatchStore:
         problem = check_params(params, in_batch=True, allow_unknown_models=self.config.allow_unknown_models)
         if problem is not None:
             return "errored", (problem.type, problem.message)
+        media_problem = check_media(params, self.files)
+        if media_problem is not None:
+            return "errored", ("invalid_request_error", media_problem)
         rule = self.faults.first((*LINE_ERRORS, "expired"), f"{batch_id}/{custom_id}", custom_id, count=False)
         if rule is None:
             return "succeeded", None
@@ -273,6 +278,7 @@ class BatchStore:
                 reply = answer(params, key, fault.kind if fault else None)
                 at = batch.created + (index + 1) / self.config.batch_speed
                 usage = cache.apply(params, at)
+                usage.input_tokens += media_tokens(params, self.files)  # after the cached prefix: plain input
                 msg = build_message(make_id("msg", f"{batch.id}/{custom_id}"), params["model"], reply, usage, "batch")
                 result = {"type": "succeeded", "message": msg}
         return json.dumps({"custom_id": custom_id, "result": result}, separators=(",", ":"), ensure_ascii=False) + "\n"

@@ -20,6 +20,7 @@ from batchpilot.executors.batch.fetch import fetch_ready
 from batchpilot.executors.batch.poll import Backoff, Pacer, describe_change, describe_totals, known_snapshot, poll_once
 from batchpilot.executors.batch.state import load_state
 from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
+from batchpilot.executors.uploads import ensure_uploads
 
 EMULATOR_DIR = "emulator"
 
@@ -39,7 +40,8 @@ def batch_client(emulate: bool, run_dir: Path | None = None, emulator_config: An
 
 
 def submit_step(client: Any, run_dir: Path, progress: Progress) -> Any:
-    """Plan round 1 if needed and submit every pending shard the API takes now."""
+    """Upload a --upload files run's files, plan round 1 if needed, and submit every pending shard the API takes now."""
+    ensure_uploads(client, run_dir, progress)
     ensure_first_round(run_dir, load_state(run_dir))
     return submit_pending(client, run_dir, progress)
 

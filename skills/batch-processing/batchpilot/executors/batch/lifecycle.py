@@ -24,6 +24,7 @@ from batchpilot.executors.batch.poll import (COUNT_KEYS, Pacer, Snapshot, descri
                                              retention_warnings)
 from batchpilot.executors.batch.state import load_state, record
 from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
+from batchpilot.executors.uploads import ensure_uploads
 from batchpilot.rundir.lock import run_lock
 from batchpilot.rundir.manifest import RUNS_HOME, require_requests
 
@@ -33,8 +34,9 @@ def submit_job(run_dir: Path, emulate: bool, max_batch_requests: int | None, max
     """The `submit` receipt: the run's requests sharded into Message Batches, each created exactly once."""
     require_requests(run_dir)
     with run_lock(run_dir):
-        ensure_first_round(run_dir, load_state(run_dir), max_requests=max_batch_requests, max_bytes=max_batch_bytes)
         with batch_client(emulate, run_dir) as client, sdk_errors():
+            ensure_uploads(client, run_dir, progress)  # a --upload files run: its files first, then its shards
+            ensure_first_round(run_dir, load_state(run_dir), max_requests=max_batch_requests, max_bytes=max_batch_bytes)
             result = submit_pending(client, run_dir, progress)
     state = load_state(run_dir)
     emulated = emulate_flag(emulate)

@@ -25,6 +25,9 @@ from batchpilot.executors.batch.submit import plan_round
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS, DEFAULT_SELECTION, classify, write_round_file
 
 
+NOTHING_LEFT = "nothing left to retry"  # the stop that ends a job: every item done or beyond a retry
+
+
 @dataclass
 class Outcome:
     """Where a drive stopped, and why."""
@@ -77,7 +80,7 @@ def drive(client: Any, run_dir: Path, progress: Progress, emulate: bool, wait: b
         out.classification = dict(found.counts)
         progress_made = found.ok - state.rounds[current].ok_before
         if not found.selected:
-            out.stopped = "nothing left to retry"
+            out.stopped = NOTHING_LEFT
             break
         if current >= max_rounds:
             out.stopped = f"round limit reached ({max_rounds} rounds)"

@@ -28,6 +28,10 @@ from batchpilot.rundir.records import custom_id_of
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 HEADROOM = 0.95  # the real limit is enforced in front of the API; never aim at its last byte
+# One request in a batch is a Messages request, and a Messages request is at most 32 MB
+# (https://platform.claude.com/docs/en/api/overview#request-size-limits; the PDF page repeats it): one over it
+# is refused here, before any batch is created, rather than errored (or the whole create refused) by the API.
+MAX_REQUEST_BYTES = 32 * 1000 * 1000
 MAX_REQUESTS_ENV = "BATCHPILOT_MAX_BATCH_REQUESTS"
 MAX_BYTES_ENV = "BATCHPILOT_MAX_BATCH_BYTES"
 
@@ -93,6 +97,11 @@ def plan_shards(path: Path, max_requests: int, max_bytes: int) -> list[Shard]:
             body = line[:-1]
             if not body.strip():
                 raise BatchpilotError(f"{path.name} line {number}: blank line", "remove blank lines from the request file")
+            if len(body) > MAX_REQUEST_BYTES:
+                raise BatchpilotError(
+                    f"{path.name} line {number} ({custom_id_of(body)}): one request of {len(body)} bytes exceeds the "
+                    f"API's 32 MB request limit; nothing was sent",
+                    "shrink or split that item's document or image, or prepare the run with --upload files")
             if fixed + len(body) > max_bytes:
                 raise BatchpilotError(
                     f"{path.name} line {number} ({custom_id_of(body)}): one request of {len(body)} bytes exceeds the "

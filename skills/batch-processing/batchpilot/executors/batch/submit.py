@@ -29,6 +29,7 @@ from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import BatchState, RunState, ShardState, load_state, record
 from batchpilot.core.progress import Progress
 from batchpilot.executors.batch.shards import ShardBody, limits, plan_shards
+from batchpilot.executors.uploads import beta_headers
 
 CLOCK_SKEW = timedelta(minutes=10)  # our clock vs the API's, when matching created_at against an intent
 MAX_CREATE_ATTEMPTS = 5
@@ -108,7 +109,7 @@ def _create_with_reconcile(client: Any, run_dir: Path, state: RunState, shard: S
         body = ShardBody(source, shard)
         try:
             batch = creator.post("/v1/messages/batches", cast_to=MessageBatch, content=body,
-                                 options={"headers": {"Content-Type": "application/json"}})
+                                 options={"headers": {"Content-Type": "application/json", **beta_headers(run_dir)}})
         except (anthropic.APIConnectionError, anthropic.InternalServerError) as exc:
             progress.warn(f"round {shard.round} shard {shard.shard}: create failed ambiguously ({describe(exc)}); "
                           "checking whether the batch exists before trying again")

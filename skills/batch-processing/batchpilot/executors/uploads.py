@@ -1,0 +1,171 @@
+"""Files API uploads of a `--upload files` run: each distinct file uploaded once, never twice, never lost.
+
+Prepare writes the requests with a placeholder file id per attachment (`prepare.build.PENDING_UPLOAD` +
+the file's sha256). Before round 1 is planned, `ensure_uploads`:
+
+1. journals `upload_intent` (sha256, name, bytes) — fsynced before the POST;
+2. uploads the file under a name that starts with its hash (`<sha256[:16]>-<file name>`);
+3. journals `upload_done` (sha256, file_id) after the answer.
+
+An intent without its `upload_done` (a kill, a lost answer) is *reconciled* before anything is uploaded
+again: the account's files are listed and one with the same name and size is adopted (`reconciled: true`).
+Once every file has an id, requests.jsonl is rewritten (atomically) with the ids in place of the
+placeholders and `uploads_resolved` journaled; rounds are planned from it afterwards, so a batch carries
+only file ids. `finish_uploads` deletes the uploads (`upload_deleted` after each) when the job has ended
+with nothing left to retry, unless the run was prepared with `--keep-uploads`; a job that may still be
+retried keeps them for its retries. The Files API and its beta header:
+https://platform.claude.com/docs/en/build-with-claude/files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from batchpilot.api.headers import FILES_BETA
+from batchpilot.core import crash
+from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.files import atomic_stream, iter_jsonl
+from batchpilot.core.progress import Progress
+from batchpilot.executors.batch.state import record
+from batchpilot.prepare.build import PENDING_UPLOAD
+from batchpilot.rundir.journal import iter_journal
+from batchpilot.rundir.manifest import open_run
+
+LIST_LIMIT = 1000
+
+
+def uses_uploads(run_dir: Path) -> bool:
+    return open_run(run_dir).get("upload") == "files"
+
+
+def beta_headers(run_dir: Path) -> dict[str, str]:
+    """The header a batch create needs when its requests name uploaded files."""
+    return {"anthropic-beta": FILES_BETA} if uses_uploads(run_dir) else {}
+
+
+def wanted(run_dir: Path) -> dict[str, dict]:
+    """sha256 -> {path, media_type, bytes} of the run's distinct attachments (items.jsonl order)."""
+    out: dict[str, dict] = {}
+    for item in iter_jsonl(Path(run_dir) / "items.jsonl", tolerate_torn_tail=False):
+        media = item.get("media")
+        if media and media["sha256"] not in out:
+            out[media["sha256"]] = media
+    return out
+
+
+def upload_name(media: dict) -> str:
+    return f"{media['sha256'][:16]}-{os.path.basename(media['path'])}"
+
+
+def _journal_state(run_dir: Path) -> tuple[dict[str, str], set[str], set[str], bool, bool]:
+    """(sha -> file_id done, shas with an intent, file ids deleted, uploads resolved, round 1 planned)."""
+    done: dict[str, str] = {}
+    intents: set[str] = set()
+    deleted: set[str] = set()
+    resolved = planned = False
+    for event in iter_journal(run_dir):
+        kind = event.get("event")
+        if kind == "upload_intent":
+            intents.add(event["sha256"])
+        elif kind == "upload_done":
+            done[event["sha256"]] = event["file_id"]
+        elif kind == "upload_deleted":
+            deleted.add(event["file_id"])
+        elif kind == "uploads_resolved":
+            resolved = True
+        elif kind == "round_planned":
+            planned = True
+    return done, intents, deleted, resolved, planned
+
+
+def ensure_uploads(client: Any, run_dir: Path, progress: Progress) -> dict | None:
+    """Upload what is missing and resolve requests.jsonl; the receipt's `uploads` part (None: not a files run)."""
+    run_dir = Path(run_dir)
+    if not uses_uploads(run_dir):
+        return None
+    done, intents, deleted, resolved, planned = _journal_state(run_dir)
+    if resolved or planned:
+        return {"files": len(done), "uploaded": 0, "reconciled": 0}
+    files = wanted(run_dir)
+    uploaded = reconciled = 0
+    for sha, media in files.items():
+        if sha in done:
+            continue
+        if sha in intents:
+            found = _reconcile(client, media, set(done.values()))
+            if found:
+                record(run_dir, "upload_done", sha256=sha, file_id=found, reconciled=True)
+                done[sha] = found
+                reconciled += 1
+                continue
+        done[sha] = _upload(client, run_dir, sha, media)
+        uploaded += 1
+        progress.stage(f"uploaded {len(done)}/{len(files)}: {media['path']}")
+    _resolve(run_dir, done)
+    record(run_dir, "uploads_resolved", files=len(done))
+    return {"files": len(done), "uploaded": uploaded, "reconciled": reconciled}
+
+
+def _upload(client: Any, run_dir: Path, sha: str, media: dict) -> str:
+    name = upload_name(media)
+    record(run_dir, "upload_intent", sha256=sha, name=name, bytes=media["bytes"])
+    try:
+        with open(media["path"], "rb") as fh:
+            meta = client.beta.files.upload(file=(name, fh, media["media_type"]), betas=[FILES_BETA])
+    except OSError as exc:
+        raise BatchpilotError(f"cannot read {media['path']}: {exc.strerror or exc}",
+                              "restore the file (the run was prepared from it), then re-run") from None
+    crash.point("after-upload-before-journal")
+    record(run_dir, "upload_done", sha256=sha, file_id=meta.id, reconciled=False)
+    return meta.id
+
+
+def _reconcile(client: Any, media: dict, claimed: set[str]) -> str | None:
+    """The id of an upload of this file whose answer was lost: same name and size, not claimed yet."""
+    name = upload_name(media)
+    for meta in client.beta.files.list(limit=LIST_LIMIT, betas=[FILES_BETA]):
+        if meta.filename == name and meta.size_bytes == media["bytes"] and meta.id not in claimed:
+            return meta.id
+    return None
+
+
+def _resolve(run_dir: Path, ids: dict[str, str]) -> None:
+    """requests.jsonl with every placeholder replaced by its file id (streamed, atomic)."""
+    path = run_dir / "requests.jsonl"
+    marker = PENDING_UPLOAD.encode()
+    with open(path, "rb") as src, atomic_stream(path, binary=True) as dst:
+        for line in src:
+            while marker in line:
+                at = line.index(marker) + len(marker)
+                sha = line[at:at + 64].decode("ascii")
+                if sha not in ids:
+                    raise BatchpilotError(f"{path.name} names an attachment ({sha[:12]}...) that items.jsonl does not",
+                                          "prepare the run again into a new directory")
+                line = line.replace(marker + sha.encode(), ids[sha].encode())
+            dst.write(line)
+
+
+def finish_uploads(client: Any, run_dir: Path, ended: bool, progress: Progress) -> dict | None:
+    """Delete the run's uploads when the job `ended` with nothing to retry (unless --keep-uploads)."""
+    run_dir = Path(run_dir)
+    if not uses_uploads(run_dir):
+        return None
+    done, _, deleted, _, _ = _journal_state(run_dir)
+    live = [fid for fid in done.values() if fid not in deleted]
+    if open_run(run_dir).get("keep_uploads"):
+        return {"kept": len(live), "why": "--keep-uploads"}
+    if not ended:
+        return {"kept": len(live), "why": "items may still be retried; the run that ends the job deletes them"}
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
+
+    for file_id in live:
+        try:
+            client.beta.files.delete(file_id, betas=[FILES_BETA])
+        except anthropic.NotFoundError:
+            pass  # already gone (deleted by hand, or by a run killed before it journaled the delete)
+        record(run_dir, "upload_deleted", file_id=file_id)
+    if live:
+        progress.stage(f"deleted {len(live)} uploaded file(s)")
+    return {"deleted": len(live) + len(deleted), "kept": 0}
