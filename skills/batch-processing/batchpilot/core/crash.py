@@ -9,6 +9,7 @@ exactly what `kill -9` does), so tests can prove that every command resumes from
   (direct, collect, headless, merge's journal line);
 * a point name — when the code reaches `crash.point(name)`. The points:
   `after-create-before-journal` (the batch exists on the server, its id is not journaled yet),
+  `after-upload-before-journal` (a Files API upload answered, its file id not journaled yet),
   `mid-download` (part of a results file is on disk), `mid-record` (part of a batch's records appended to
   results.jsonl), `after-download-before-journal`, `after-cancel-before-journal`; `prepare-after-items`
   (items and requests written, not yet fsynced, the run not yet in place), `prepare-before-rename` (the
