@@ -54,18 +54,19 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "startup": [], "direct": ["--items", "900", "--rpm", "600", "--token-items", "600", "--itpm", "240000"],
         "batch": ["--requests", "100000"],
         "merge": ["--sizes", "100000", "1000000"], "agents": [], "cost": ["--items", "1000"], "emulator": [],
+        "media": [],
     },
-    "quick": {name: ["--quick"] for name in ("startup", "direct", "batch", "merge", "agents", "cost", "emulator")},
+    "quick": {name: ["--quick"] for name in ("startup", "direct", "batch", "merge", "agents", "cost", "emulator", "media")},
     "smoke": {
         "startup": ["--runs", "1", "--no-warmup"],
         "direct": ["--items", "20", "--rpm", "600", "--token-items", "20", "--itpm", "240000"], "batch": ["--requests", "2000"],
         "merge": ["--sizes", "1000", "5000"], "agents": ["--items", "5"], "cost": ["--items", "20"],
-        "emulator": ["--seconds", "0.5", "--results", "2000"],
+        "emulator": ["--seconds", "0.5", "--results", "2000"], "media": ["--files", "20", "--kb", "100"],
     },
 }
 SCRIPTS = {"startup": "bench_startup.py", "direct": "bench_direct.py", "batch": "bench_batch.py",
            "merge": "bench_merge.py", "agents": "bench_agents.py", "cost": "bench_cost.py",
-           "emulator": "bench_emulator.py"}
+           "emulator": "bench_emulator.py", "media": "bench_media.py"}
 
 
 def row(bench: str, figure: str, value: float | None, unit: str, baseline: str, base: float | None,
@@ -186,9 +187,22 @@ def emulator_rows(d: dict) -> list[dict]:
                 "bare `ThreadingHTTPServer`, fixed answer", d["bare_server"]["requests_per_second"])]
 
 
+def media_rows(d: dict) -> list[dict]:
+    p, s = d["prepare"], d["shard"]
+    n = f"{d['files']:,} PDFs, {d['pdf_bytes_mb']:,} MB"
+    payload = "requests.jsonl size (the inline payload)"
+    return [
+        row("media", f"`prepare --upload inline` peak RSS ({n})", p["peak_rss_mb"], "MB", payload, d["requests_bytes_mb"],
+            "≤ 0.05", lambda r: r <= 0.05),
+        row("media", f"largest batch body of {s['shards']} shard(s)", round(s["largest_body_bytes"] / 1e6, 1), "MB",
+            "the API's 256 MB batch limit", round(d["batch_limit_bytes"] / 1e6, 1), "≤ 1", lambda r: r <= 1),
+        row("media", "inline payload per PDF byte (base64)", d["requests_bytes_mb"], "MB", "PDF bytes", d["pdf_bytes_mb"]),
+    ]
+
+
 ROWS: dict[str, Callable[[dict], list[dict]]] = {
     "startup": startup_rows, "direct": direct_rows, "batch": batch_rows, "merge": merge_rows,
-    "agents": agents_rows, "cost": cost_rows, "emulator": emulator_rows,
+    "agents": agents_rows, "cost": cost_rows, "emulator": emulator_rows, "media": media_rows,
 }
 
 

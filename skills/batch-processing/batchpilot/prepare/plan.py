@@ -219,12 +219,14 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     tally = Tally()
     sample: list[dict] = []
     changes = ChangeList()
+    sample_media = 0  # the sample's document and image tokens, which the API's count includes
     for n, item in enumerate(job.items(), 1):
         params = job.builder.params(item)
         tally.add(params, output_estimate, item=item)
         changes.add(item)
         if count_tokens and len(sample) < COUNT_TOKENS_SAMPLE:
             sample.append(params)
+            sample_media += item.media.tokens if item.media is not None else 0
         progress.update(n, None, "items")
     progress.done()
     if tally.requests == 0:
@@ -235,7 +237,7 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
         # The API client is loaded only when asked to count: a plain plan never imports the SDK's side.
         from batchpilot.api.count_tokens import count_sample
 
-        scale_input_tokens(tally, sample, count_sample(sample, emulate))
+        scale_input_tokens(tally, sample, count_sample(sample, emulate), sample_media)
         source = f"count_tokens API on {len(sample)} of {tally.requests} requests, scaled"
     body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source)
     warnings = []
@@ -288,9 +290,10 @@ class ChangeList:
         return {"files": self.files, "lines_added": self.added, "lines_removed": self.removed, "listed": self.listed}
 
 
-def scale_input_tokens(tally: Tally, sample: list[dict], counted: int) -> None:
-    """Scale the tally's local input estimate by how the API's count of `sample` compares with ours."""
-    local = sum(estimate_input_tokens(p) for p in sample)
+def scale_input_tokens(tally: Tally, sample: list[dict], counted: int, sample_media: int = 0) -> None:
+    """Scale the tally's local input estimate by how the API's count of `sample` compares with ours
+    (`sample_media`: our estimate of the sample's document and image tokens, part of the API's count)."""
+    local = sum(estimate_input_tokens(p) for p in sample) + sample_media
     scale = counted / local if local else 1.0
     tally.input_tokens = round(tally.input_tokens * scale)
 
