@@ -289,3 +289,31 @@ def test_extract_ships_an_invoice_example_that_validates():
     schema = json.loads((examples / "invoice.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     Draft202012Validator(schema).validate(json.loads((examples / "invoice.output.json").read_text()))
+
+
+def test_auto_upload_picks_files_when_inline_would_be_many_batch_limits(bp, monkeypatch):
+    from batchpilot.prepare import uploads
+
+    samples.inbox(Path("inbox"))
+    inline = uploads.inline_payload_bytes(INBOX)
+    assert inline == sum(4 * -(-p.stat().st_size // 3) for p in Path("inbox").rglob("*")
+                         if p.is_file() and media.sniff_file(str(p)))
+    # The real limit is 256 MB; a tenth of this folder's payload stands in for it (the rule is the ratio).
+    monkeypatch.setattr(uploads, "BATCH_BODY_BYTES", inline // 10)
+    r = bp("prepare", "-t", "summarize", "-i", INBOX, "--mode", "batch", "--run", "r")
+    assert r.code == 0, r.stderr
+    assert json.loads(Path("r/run.json").read_text())["upload"] == "files"
+    assert "pending-upload" in Path("r/requests.jsonl").read_text() and '"base64"' not in Path("r/requests.jsonl").read_text()
+    r = bp("prepare", "-t", "summarize", "-i", INBOX, "--mode", "direct", "--run", "d")
+    assert json.loads(Path("d/run.json").read_text())["upload"] == "inline"  # no batch limit to fill
+
+
+@pytest.mark.parametrize("args,error,hint", [
+    (["-i", INBOX, "--mode", "direct", "--upload", "files"], "--upload files works with --mode batch", "leave --upload out"),
+    (["-i", INBOX, "--mode", "batch", "--file-field", "file"], "--file-field 'file' needs a .jsonl or .csv", "leave --file-field out"),
+])
+def test_bad_media_options_are_errors_with_hints(bp, args, error, hint):
+    samples.inbox(Path("inbox"))
+    r = bp("prepare", "-t", "summarize", *args, "--run", "r")
+    assert r.code == 1 and f"Error: {error}" in r.stderr and f"Hint: {hint}" in r.stderr
+    assert not Path("r").exists()

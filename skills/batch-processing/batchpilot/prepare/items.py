@@ -381,6 +381,9 @@ def load_items(
 
     `file_field`: records attach the file that field names; `inline`: attachments travel as base64 (their
     size limits apply), else as uploaded files."""
+    if file_field and not src.lower().endswith((".jsonl", ".ndjson", ".csv")):
+        raise BatchpilotError(f"--file-field {file_field!r} needs a .jsonl or .csv items source, not {src!r}",
+                              "leave --file-field out: PDFs and images in a glob or directory are attached by themselves")
     if src == "-":
         stream = stdin if stdin is not None else io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         return _iter_lines(stream, max_item_bytes, skip)
@@ -399,9 +402,6 @@ def load_items(
         return _iter_jsonl(src, content_field, max_item_bytes, skip, attach)
     if lower.endswith(".csv"):
         return _iter_csv(src, content_field, max_item_bytes, skip, attach)
-    if file_field:
-        raise BatchpilotError(f"--file-field {file_field!r} needs a .jsonl or .csv items source, not {src!r}",
-                              "leave --file-field out: PDFs and images in a glob or directory are attached by themselves")
     return _iter_files([src], os.path.dirname(src), max_item_bytes, skip, inline)
 
 
