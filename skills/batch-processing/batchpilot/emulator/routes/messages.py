@@ -3,7 +3,9 @@
 A Messages request goes through, in order: JSON parsing and validation (400/404), the rate-limit buckets
 (429 + retry-after), HTTP faults (529/500/429/400), latency and the `slow` fault, the scenario (a scripted
 reply or error), then the responder (with answer faults), prompt-cache accounting, and usage bookkeeping.
-count_tokens answers `tokens.estimate_input_tokens` exactly and never touches the cache, like the real one.
+count_tokens answers `tokens.estimate_input_tokens` exactly, plus the emulator's own count of documents and
+images (`behaviour.media`), and never touches the cache, like the real one. A `file_id` source needs the Files
+API beta header and an uploaded file.
 """
 
 from __future__ import annotations
