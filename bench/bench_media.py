@@ -46,13 +46,16 @@ def _done(started, **extra):
 """
 
 PREPARE_SIDE = r"""
-from batchpilot.cli.main import cli
+import runpy
 started = time.perf_counter()
+sys.argv = ["batchpilot", "-q", "prepare", "-t", "summarize", "-i", sys.argv[1], "--mode", "batch", "--upload",
+            "inline", "--run", sys.argv[2]]
 try:
-    cli.main(["-q", "prepare", "-t", "summarize", "-i", sys.argv[1], "--mode", "batch", "--upload", "inline",
-              "--run", sys.argv[2]], standalone_mode=False)
-finally:
-    _done(started)
+    runpy.run_module("batchpilot", run_name="__main__", alter_sys=True)  # `python -m batchpilot`, measured here
+except SystemExit as exc:
+    if exc.code:
+        raise
+_done(started)
 """
 
 SHARD_SIDE = r"""
