@@ -317,3 +317,18 @@ def test_bad_media_options_are_errors_with_hints(bp, args, error, hint):
     r = bp("prepare", "-t", "summarize", *args, "--run", "r")
     assert r.code == 1 and f"Error: {error}" in r.stderr and f"Hint: {hint}" in r.stderr
     assert not Path("r").exists()
+
+
+def test_step_by_step_submit_status_fetch_uploads_once_and_fetch_deletes_at_the_end(bp):
+    samples.inbox(Path("inbox"))
+    assert bp("prepare", "-t", "summarize", "-i", INBOX, "--mode", "batch", "--upload", "files", "--run", "r").code == 0
+    assert "pending-upload" in Path("r/requests.jsonl").read_text()
+    r = bp("submit", "r", "--emulate")
+    assert r.code == 0, r.stderr
+    assert "pending-upload" not in Path("r/requests.jsonl").read_text()
+    assert bp("status", "r", "--wait", "--emulate").code == 0
+    r = bp("fetch", "r", "--emulate")
+    assert r.code == 0, r.stderr
+    assert r.receipt["uploads"] == {"deleted": 6, "kept": 0}
+    log = [json.loads(l) for l in Path("r/emulator/files.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "uploaded" for e in log) == sum(e["event"] == "deleted" for e in log) == 6

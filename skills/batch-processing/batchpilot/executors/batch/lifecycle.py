@@ -24,7 +24,8 @@ from batchpilot.executors.batch.poll import (COUNT_KEYS, Pacer, Snapshot, descri
                                              retention_warnings)
 from batchpilot.executors.batch.state import load_state, record
 from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
-from batchpilot.executors.uploads import ensure_uploads
+from batchpilot.executors.uploads import ensure_uploads, finish_uploads, uses_uploads
+from batchpilot.results.selection import DEFAULT_SELECTION, classify
 from batchpilot.rundir.lock import run_lock
 from batchpilot.rundir.manifest import RUNS_HOME, require_requests
 
@@ -98,6 +99,8 @@ def fetch_job(run_dir: Path, emulate: bool, progress: Progress) -> dict:
             if state.open_batches():
                 poll_once(client, run_dir, state, Pacer(emulate), progress, known_snapshot(state))
             done = fetch_ready(client, run_dir, load_state(run_dir), progress)
+            # A --upload files job that this fetch ended deletes its uploads (the other runs skip the check).
+            uploads = finish_uploads(client, run_dir, job_ended(run_dir), progress) if uses_uploads(run_dir) else None
         state = load_state(run_dir)
     recorded = [b for b in state.batches.values() if b.recorded]
     counts: dict[str, int] = {}
@@ -107,7 +110,16 @@ def fetch_job(run_dir: Path, emulate: bool, progress: Progress) -> dict:
     return {"command": "fetch", "run": str(run_dir), "fetched": [d["batch_id"] for d in done],
             "batches_recorded": len(recorded), "batches_open": len(state.open_batches()),
             "counts": counts, "missing": sum(b.recorded.get("missing", 0) for b in recorded),
-            "results": str(run_dir / "results.jsonl"), "next": next_after_fetch(run_dir)}
+            "results": str(run_dir / "results.jsonl"), **({"uploads": uploads} if uploads else {}),
+            "next": next_after_fetch(run_dir)}
+
+
+def job_ended(run_dir: Path) -> bool:
+    """No batch open or shard pending, and nothing a default `retry` would select: the job is over."""
+    state = load_state(run_dir)
+    if state.open_batches() or state.pending() or not state.rounds:
+        return False
+    return not classify(run_dir, DEFAULT_SELECTION).selected
 
 
 def next_after_fetch(run_dir: Path) -> str:
