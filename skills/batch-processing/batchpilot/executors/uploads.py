@@ -11,8 +11,8 @@ An intent without its `upload_done` (a kill, a lost answer) is *reconciled* befo
 again: the account's files are listed and one with the same name and size is adopted (`reconciled: true`).
 Once every file has an id, requests.jsonl is rewritten (atomically) with the ids in place of the
 placeholders and `uploads_resolved` journaled; rounds are planned from it afterwards, so a batch carries
-only file ids. `finish_uploads` deletes the uploads (`upload_deleted` after each) when the job has ended
-with nothing left to retry, unless the run was prepared with `--keep-uploads`; a job that may still be
+only file ids. `finish_uploads` (called by `run`, `retry` and `fetch`) deletes the uploads (`upload_deleted`
+after each) when the job has ended with nothing left to retry, unless the run was prepared with `--keep-uploads`; a job that may still be
 retried keeps them for its retries. The Files API and its beta header:
 https://platform.claude.com/docs/en/build-with-claude/files.
 """
