@@ -33,7 +33,7 @@ def job_options(fn: Callable) -> Callable:
     """Options shared by every command that starts from a template and items."""
     options = [
         click.option("-t", "--template", "template", required=True, help="Bundled template name or template directory."),
-        click.option("-i", "--items", "items", required=True, help="Glob, directory, .jsonl, .csv, a file, or - for stdin lines."),
+        click.option("-i", "--items", "items", required=True, help="Glob, directory, .jsonl, .csv, a file, - for stdin lines, or a change: git:REV, git:A..B, git:staged."),
         click.option("-m", "--model", default=None, help="Model id (default: the template's)."),
         click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output limit per item (default: the template's)."),
         click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Template variable; repeatable."),

@@ -41,6 +41,12 @@ def line_count(text: str) -> int:
 def _skip_reason(change: Change) -> tuple[str, str] | None:
     if change.status == "deleted":
         return "deleted", "the change deletes this file"
+    if change.status == "unmerged":
+        return "unmerged", "the file has a merge conflict"
+    if change.mode == "120000":
+        return "symlink", "the change makes it a symbolic link; its target is not reviewed"
+    if change.mode == "160000":
+        return "submodule", "a submodule's commit changed; review it in its own repository"
     if change.binary:
         return "binary", "git diff reports a binary file"
     if not change.changed:
@@ -66,7 +72,7 @@ def _decode(data: bytes, source: str, skip: SkipFn) -> str | None:
 
 def iter_change_items(src: str, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
     """Yield one DiffItem per changed text file of `src` (`git:...`), in git's order; skip the rest with a reason."""
-    top, spec, changes = list_changes(src)
+    top, spec, changes = list_changes(src, max_diff_bytes=max_bytes)
     kept: list[Change] = []
     for change in changes:
         reason = _skip_reason(change)
@@ -80,6 +86,9 @@ def iter_change_items(src: str, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
         size = new_side_size(top, spec, change.path)
         if size > max_bytes:
             skip(change.path, "oversized", f"{size} bytes > {max_bytes}")
+            continue
+        if change.diff is None:
+            skip(change.path, "oversized", f"its diff is longer than {max_bytes} bytes")
             continue
         try:
             data = read_new_side(top, spec, change.path)

@@ -12,12 +12,13 @@ Each item's `content` is the whole new side of the file (the working tree, B, or
 file's path from the repository root (a rename keeps its new path), and its fields carry `diff` (the file's
 unified diff, with three lines of context), `changed_lines` (new-side line ranges, e.g. `3-5, 12`), `status`
 (`modified`, `added`, `renamed`, `copied`, `type-changed`), `old_path` and `base` (the revision spec). Deleted,
-binary, submodule and unreadable files are skipped with a reason, never silently. The item's manifest line
+binary, symlink, submodule, unmerged and unreadable files are skipped with a reason, never silently. The item's manifest line
 also records `lines` (the new side's length) and `changed` (the ranges as pairs): the merger checks every
 finding's line range against them.
 
-Reading is streamed: the combined patch is read line by line from git and cut at each `diff --git` header
-(a content line always starts with ` `, `+`, `-` or `\\`, so the header cannot be forged by a file).
+Reading is streamed: the combined patch is read line by line from git (as bytes, cut at `\\n` only) and cut at
+each `diff --git` header (a content line always starts with ` `, `+`, `-` or `\\`, so the header cannot be
+forged by a file); each section's header is checked against the file list before it is used.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Change:
     binary: bool = False
     added: int = 0
     removed: int = 0
-    diff: str = ""
+    diff: str | None = ""  # None when longer than the cap
+    mode: str = ""  # the new side's git mode: 100644, 100755, 120000 (symlink), 160000 (submodule)
     changed: list[list[int]] = field(default_factory=list)  # new-side [start, end] ranges
 
     def changed_lines(self) -> str:
@@ -123,20 +125,23 @@ def parse_spec(src: str, top: str) -> Spec:
     return Spec(src, [body], WORKTREE)
 
 
-def _name_status(spec: Spec, top: str) -> list[Change]:
-    done = _run(["diff", *DIFF_FLAGS, "-z", "--name-status", *spec.diff_args, "--"], top)
+def _raw(spec: Spec, top: str) -> list[Change]:
+    """The changed files from `git diff --raw -z`: status, paths and the new side's mode (symlinks and
+    submodules are told apart by mode, never by reading the file)."""
+    done = _run(["diff", *DIFF_FLAGS, "-z", "--raw", *spec.diff_args, "--"], top)
     if done.returncode != 0:
         raise BatchpilotError(f"--items {spec.text}: git diff failed: {done.stderr.strip()[:300]}",
                               "check that `git diff` works for this revision in this repository")
     fields = done.stdout.split("\0")
     changes, i = [], 0
-    while i < len(fields) and fields[i]:
-        code = fields[i][0]
+    while i < len(fields) and fields[i].startswith(":"):
+        meta = fields[i][1:].split(" ")  # old mode, new mode, old id, new id, status (with a score: R100)
+        code, mode = meta[4][:1], meta[1]
         if code in "RC":
-            changes.append(Change(STATUS_WORDS[code], fields[i + 2], old_path=fields[i + 1]))
+            changes.append(Change(STATUS_WORDS[code], fields[i + 2], old_path=fields[i + 1], mode=mode))
             i += 3
         else:
-            changes.append(Change(STATUS_WORDS.get(code, "modified"), fields[i + 1]))
+            changes.append(Change(STATUS_WORDS.get(code, "unmerged" if code == "U" else "modified"), fields[i + 1], mode=mode))
             i += 2
     numstat = _run(["diff", *DIFF_FLAGS, "-z", "--numstat", *spec.diff_args, "--"], top).stdout.split("\0")
     counts, j = [], 0
@@ -150,90 +155,141 @@ def _name_status(spec: Spec, top: str) -> list[Change]:
     return changes
 
 
-def _hunk_ranges(lines: list[str]) -> list[list[int]]:
-    """New-side line ranges a patch section changes: its added lines; a deletion with nothing added in its
-    place marks the line above it (the first line when it was at the top)."""
-    ranges: list[list[int]] = []
-    new, deleting = 0, False
+class _Ranges:
+    """New-side line ranges a patch section changes, fed one line at a time: its added lines; a deletion with
+    nothing added in its place marks the line above it (the first line when it was at the top)."""
 
-    def mark(n: int) -> None:
-        if ranges and ranges[-1][1] >= n - 1:
-            ranges[-1][1] = max(ranges[-1][1], n)
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []
+        self.new, self.deleting = 0, False
+
+    def _mark(self, n: int) -> None:
+        if self.ranges and self.ranges[-1][1] >= n - 1:
+            self.ranges[-1][1] = max(self.ranges[-1][1], n)
         else:
-            ranges.append([n, n])
+            self.ranges.append([n, n])
 
-    def flush() -> None:
-        nonlocal deleting
-        if deleting:
-            mark(max(new - 1, 1))
-        deleting = False
+    def _flush(self) -> None:
+        if self.deleting:
+            self._mark(max(self.new - 1, 1))
+        self.deleting = False
 
-    for line in lines:
+    def feed(self, line: str) -> None:
         head = HUNK_RE.match(line)
         if head:
-            flush()
-            new = int(head.group(3)) + (1 if head.group(4) == "0" else 0)  # `+N,0`: the deletion follows line N
-            continue
-        if not new:
-            continue  # the section's header lines, before the first hunk
-        if line.startswith("+"):
-            mark(new)
-            new += 1
-            deleting = False
+            self._flush()
+            self.new = int(head.group(3)) + (1 if head.group(4) == "0" else 0)  # `+N,0`: the deletion follows line N
+        elif not self.new:
+            return  # the section's header lines, before the first hunk
+        elif line.startswith("+"):
+            self._mark(self.new)
+            self.new += 1
+            self.deleting = False
         elif line.startswith("-"):
-            deleting = True
+            self.deleting = True
         elif line.startswith(" "):
-            flush()
-            new += 1
-    flush()
-    return ranges
+            self._flush()
+            self.new += 1
+
+    def done(self) -> list[list[int]]:
+        self._flush()
+        return self.ranges
 
 
-def _patches(spec: Spec, top: str) -> Iterator[list[str]]:
-    """The combined patch, one file's section at a time, in the order `--name-status` lists the files."""
+@dataclass
+class Section:
+    """One file's part of the combined patch: its `diff --git` header, its text (None past the size cap) and
+    its new-side ranges (always complete)."""
+
+    header: str
+    text: str | None
+    changed: list[list[int]]
+
+
+def _patches(spec: Spec, top: str, max_bytes: int) -> Iterator[Section]:
+    """The combined patch, one file's section at a time, in the order `--raw` lists the files. Read as bytes
+    and cut at `\n` only: a lone CR inside a line (old Mac files, a hostile file) must not start a new line,
+    or a content line could pose as a `diff --git` header. A section's text is kept up to `max_bytes`."""
     proc = subprocess.Popen([_git(), *GIT_CONFIG, "diff", *DIFF_FLAGS, "-U3", *spec.diff_args, "--"], cwd=top,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
-                            errors="replace")
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
-    section: list[str] = []
+    header, parts, size, ranges = None, [], 0, _Ranges()
+
+    def close() -> Section:
+        return Section(header or "", "".join(parts) if size <= max_bytes else None, ranges.done())
+
     try:
-        for line in proc.stdout:
-            if line.startswith("diff --git ") and section:
-                yield section
-                section = []
-            section.append(line)
-        if section:
-            yield section
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", errors="replace")
+            if line.startswith("diff --git "):
+                if header is not None:
+                    yield close()
+                header, parts, size, ranges = line, [], 0, _Ranges()
+            size += len(raw)
+            if size <= max_bytes:
+                parts.append(line)
+            elif parts:
+                parts = []  # past the cap: the text is dropped, the ranges are still counted
+            ranges.feed(line)
+        if header is not None:
+            yield close()
     finally:
         proc.stdout.close()
         proc.wait()
 
 
-def list_changes(src: str, cwd: str | None = None) -> tuple[str, Spec, Iterator[Change]]:
-    """(repository top level, the parsed spec, the changed files with their diffs and new-side ranges)."""
+def _expected_header(change: Change) -> str | None:
+    """The `diff --git` line git writes for this change, or None when its paths are quoted (then not checked)."""
+    paths = [change.old_path or change.path, change.path]
+    if any(ch in p for p in paths for ch in '"\\') or any(ord(ch) < 32 or ord(ch) == 127 for p in paths for ch in p):
+        return None
+    return f"diff --git a/{paths[0]} b/{paths[1]}"
+
+
+def list_changes(src: str, cwd: str | None = None, max_diff_bytes: int = 1 << 62) -> tuple[str, Spec, Iterator[Change]]:
+    """(repository top level, the parsed spec, the changed files with their diffs and new-side ranges).
+    A diff longer than `max_diff_bytes` comes with `diff` None (its ranges are still there)."""
     top = repo_root(cwd)
     spec = parse_spec(src, top)
-    changes = _name_status(spec, top)
+    changes = _raw(spec, top)
     if not changes:
         raise BatchpilotError(f"--items {src}: no file changed",
                               "check the revision (`git diff --stat` with it shows the changes); untracked files "
                               "are not part of a diff until `git add -N` adds them")
 
     def attach() -> Iterator[Change]:
-        sections = _patches(spec, top)
+        sections = _patches(spec, top, max_diff_bytes)
         for change in changes:
-            section = next(sections, [])
-            change.diff = "".join(section)
-            change.changed = _hunk_ranges(section)
+            if change.status == "unmerged":  # git writes "* Unmerged path", no section; skipped
+                yield change
+                continue
+            # A type change (a file that became a symlink, ...) is written as a deletion and an addition.
+            section = next(sections, None)
+            if change.status == "type-changed":
+                section = next(sections, None)
+            expected = _expected_header(change)
+            if section is None or (expected is not None and section.header.rstrip("\n") != expected):
+                raise BatchpilotError(f"--items {src}: git diff's patch does not match its file list at {change.path!r}",
+                                      "resolve any merge conflict first (`git status`), or pass the files as a glob")
+            change.diff, change.changed = section.text, section.changed
             yield change
 
     return top, spec, attach()
 
 
+def _in_worktree(top: str, path: str) -> str:
+    """The file's path in the working tree; an OSError when it is a symlink or resolves outside the
+    repository (a change must never make batchpilot read, and send, a file from elsewhere on the machine)."""
+    full = os.path.join(top, path)
+    if os.path.islink(full) or os.path.commonpath([os.path.realpath(full), os.path.realpath(top)]) != os.path.realpath(top):
+        raise OSError(f"{path} leads outside the repository or is a symlink")
+    return full
+
+
 def read_new_side(top: str, spec: Spec, path: str) -> bytes:
     """The file's bytes on the new side of the change (an OSError when they cannot be read)."""
     if spec.new_side == WORKTREE:
-        with open(os.path.join(top, path), "rb") as fh:
+        with open(_in_worktree(top, path), "rb") as fh:
             return fh.read()
     ref = f":{path}" if spec.new_side == INDEX else f"{spec.new_side}:{path}"
     done = _run(["cat-file", "blob", ref], top, binary=True)
@@ -246,7 +302,7 @@ def new_side_size(top: str, spec: Spec, path: str) -> int:
     """The new side's size in bytes without reading it (-1 when unknown), so oversized files are not loaded."""
     if spec.new_side == WORKTREE:
         try:
-            return os.path.getsize(os.path.join(top, path))
+            return os.path.getsize(_in_worktree(top, path))
         except OSError:
             return -1
     ref = f":{path}" if spec.new_side == INDEX else f"{spec.new_side}:{path}"

@@ -278,8 +278,8 @@ class ChangeList:
         self.added += int(fields.get("added") or 0)
         self.removed += int(fields.get("removed") or 0)
         if len(self.listed) < CHANGES_LISTED:
-            hunks = [line.split(" @@", 1)[0] + " @@" for line in str(fields.get("diff", "")).splitlines()
-                     if line.startswith("@@ ")]
+            hunks = [line.split(" @@", 1)[0] + " @@" for line in str(fields.get("diff", "")).split("\n")
+                     if line.startswith("@@ ")]  # `\n` only, as git cuts lines: a CR inside a line is content
             entry = {"path": item.path, "status": fields.get("status"), "added": fields.get("added"),
                      "removed": fields.get("removed"), "changed_lines": fields.get("changed_lines"), "hunks": hunks}
             if fields.get("old_path"):
