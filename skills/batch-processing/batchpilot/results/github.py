@@ -7,7 +7,10 @@ set) the links are absolute blob links at that commit; elsewhere they are relati
 Findings that failed the line checks and items without a valid answer are counted, not tabled. At most
 MAX_ROWS findings are listed (a PR comment holds at most 65,536 characters); the rest are counted.
 
-Every cell comes from the model and is escaped (`batchpilot.results.exports.md_cell`).
+Every cell comes from the model and is escaped (`batchpilot.results.exports.md_cell`), except inside the
+message's code spans, where Markdown shows text literally (an escape there would show as `&lt;`), so only
+the table's pipes and line breaks are replaced. The link text escapes Markdown punctuation (`__init__.py`
+must not turn bold), and the link's URL percent-encodes the path (a `#` in a file name is not the anchor).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+import re
 from urllib.parse import quote
 
 from batchpilot.core.files import atomic_stream, iter_jsonl
 from batchpilot.results.exports import md_cell
+from batchpilot.results.lines import located
 from batchpilot.results.sarif import require_line_findings
 
 MAX_ROWS = 100
@@ -36,6 +41,32 @@ def anchor(path: str, start: int, end: int) -> str:
     """`path#L3-L5` (or `#L3` for one line)."""
     lines = f"L{start}" if start == end else f"L{start}-L{end}"
     return f"{path}#{lines}"
+
+
+LABEL_MARKS = set("\\`*_[]<>&~|")
+CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
+
+
+def message_cell(text: str) -> str:
+    """A model's message as one table cell: prose escaped, code spans kept literal (their `|` escaped)."""
+    out, pos = [], 0
+    for match in CODE_SPAN_RE.finditer(text):
+        code = re.sub(r"\r\n|\r|\n", " ", match.group(2)).replace("|", "\\|")
+        out += [md_cell(text[pos:match.start()]), match.group(1) + code + match.group(1)]
+        pos = match.end()
+    return "".join(out + [md_cell(text[pos:])])
+
+
+def link_text(text: str) -> str:
+    """Plain text for a link label: the marks Markdown acts on inside a label backslash-escaped (emphasis,
+    code, brackets, HTML, entities, the table's pipe), control characters as spaces."""
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", text)
+    return "".join("\\" + ch if ch in LABEL_MARKS else ch for ch in text)
+
+
+def link_url(base: str, path: str, start: int, end: int) -> str:
+    """The link target: the path percent-encoded (`#`, spaces and brackets included), then the line anchor."""
+    return base + quote(path, safe="/-._~") + "#" + anchor("", start, end)[1:]
 
 
 def _clip(text: str) -> str:
@@ -61,17 +92,17 @@ def write_github(merged_path: Path, target: Path, schema: dict) -> int:
         for n, finding in enumerate(entries):
             if not isinstance(finding, dict):
                 continue
-            if n in bad or merged.get("finding_problems") is None:
-                flagged += n in bad
+            if n in bad or merged.get("finding_problems") is None or not located(finding):
+                flagged += n in bad or merged.get("finding_problems") is not None
                 continue
             kept += 1
             severity = str(finding.get("severity") or "")
             severities[severity] += 1
             where = anchor(path, finding["line_start"], finding["line_end"])
-            link = f"[{md_cell(where)}]({base}{quote(where, safe='/#-._~')})"
+            link = f"[{link_text(where)}]({link_url(base, path, finding['line_start'], finding['line_end'])})"
             rank = SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
             rows.append((rank, where, [md_cell(severity), link, md_cell(finding.get("category")),
-                                       md_cell(_clip(str(finding.get("message") or "")))]))
+                                       message_cell(_clip(str(finding.get("message") or "")))]))
         files_with += kept > 0
     rows.sort(key=lambda r: (r[0], r[1]))
     by_severity = ", ".join(f"{severities[s]} {s}" for s in [*SEVERITY_ORDER, *sorted(set(severities) - set(SEVERITY_ORDER))]

@@ -66,13 +66,16 @@ def _problem(finding: dict, path: str, lines: int | None) -> str | None:
 
 def check_findings(item: dict, output: Any, findings: str | None) -> list[dict] | None:
     """`[{"finding": index, "problem": text}, ...]` for the findings that fail, `[]` when all hold, None when
-    there is nothing to check (no findings list with file and line fields, or an item that is not a file)."""
+    there is nothing to check (no findings field, i.e. a schema without line fields, or an item that is not
+    a file)."""
     if not findings or not isinstance(output, dict) or item.get("kind") not in FILE_KINDS or not item.get("path"):
         return None
     entries = output.get(findings)
     if not isinstance(entries, list):
         return None
-    candidates = [(n, e) for n, e in enumerate(entries) if isinstance(e, dict) and all(k in e for k in LINE_KEYS)]
+    # Every finding is checked: under a schema that leaves the fields optional, one without them fails, since
+    # it cannot be pointed at (the caller passes `findings` only for a schema with line fields).
+    candidates = [(n, e) for n, e in enumerate(entries) if isinstance(e, dict)]
     if not candidates:
         return None if not entries else []
     lines = file_lines(item)
@@ -82,6 +85,12 @@ def check_findings(item: dict, output: Any, findings: str | None) -> list[dict] 
         if problem:
             out.append({"finding": n, "problem": problem})
     return out
+
+
+def located(finding: Any) -> bool:
+    """True when a finding has a file and integer lines to point at (what a SARIF region or a link needs)."""
+    return (isinstance(finding, dict) and isinstance(finding.get("file"), str)
+            and all(isinstance(finding.get(k), int) and not isinstance(finding.get(k), bool) for k in LINE_KEYS[1:]))
 
 
 def has_line_fields(schema: dict, findings: str | None) -> bool:

@@ -35,7 +35,7 @@ from batchpilot.core.files import atomic_stream, atomic_write_json, dumps, iter_
 from batchpilot.core.models import USAGE_KEYS
 from batchpilot.results.exports import findings_field
 from batchpilot.results.formats import EXPORTERS, FORMAT_WORDS, export_name
-from batchpilot.results.lines import check_findings
+from batchpilot.results.lines import check_findings, has_line_fields
 from batchpilot.results.sarif import require_line_findings
 from batchpilot.rundir.journal import journal
 from batchpilot.results.judge import STATUSES, open_view
@@ -74,6 +74,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     model = manifest.get("model")
     results_path = run_dir / "results.jsonl"
     findings = findings_field(view.schema)
+    findings = findings if has_line_fields(view.schema, findings) else None  # the line checks need file and lines
     flagged = 0
     reader = open(results_path, "rb") if results_path.exists() else nullcontext(None)  # no results: all missing
     with atomic_stream(run_dir / "merged.jsonl") as out, reader as fh:

@@ -31,11 +31,12 @@ import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import atomic_stream, iter_jsonl
 from batchpilot.results.exports import findings_field
-from batchpilot.results.lines import has_line_fields
+from batchpilot.results.lines import has_line_fields, located
 from batchpilot.version import __version__
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -55,13 +56,15 @@ def require_line_findings(schema: dict, fmt: str) -> str:
 
 
 def artifact_uri(path: str) -> dict:
-    """An artifactLocation: relative paths against %SRCROOT%, absolute ones as file: URIs."""
+    """An artifactLocation: relative paths against %SRCROOT% (percent-encoded), absolute ones as file: URIs."""
     posix = path.replace("\\", "/")
     while posix.startswith("./"):
         posix = posix[2:]
     if PurePosixPath(posix).is_absolute():
         return {"uri": Path(path).as_uri()}
-    return {"uri": posix, "uriBaseId": SRCROOT}
+    # A SARIF uri is an RFC 3986 URI reference: a space, `#`, `"`, `[` or non-ASCII letter in a file name is
+    # percent-encoded, and so is `:` (in a relative reference's first segment it would read as a scheme).
+    return {"uri": quote(posix, safe="/-._~!$&'()*+,;=@"), "uriBaseId": SRCROOT}
 
 
 def fingerprint(rule: str, path: str, message: str, ordinal: int) -> str:
@@ -116,6 +119,9 @@ def write_sarif(merged_path: Path, target: Path, schema: dict) -> int:
                 continue
             if merged.get("finding_problems") is None:
                 continue  # not a file item: nothing to point at
+            if not located(finding):  # a schema that leaves the line fields optional
+                notes.append(_note("warning", f"{merged.get('custom_id')}: finding {n} not reported: it names no file and lines", path))
+                continue
             results.append(_result(finding, path, template, index, seen))
     log = {
         "$schema": SARIF_SCHEMA,

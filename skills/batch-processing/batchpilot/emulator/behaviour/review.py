@@ -14,6 +14,7 @@ generator made them (so a finding may name a file or lines that do not exist, as
 
 from __future__ import annotations
 
+import codecs
 import re
 from typing import Any
 
@@ -35,12 +36,19 @@ def _last_user_text(params: dict) -> str:
     return ""
 
 
+def _unquote(text: str) -> str:
+    """A path git wrote C-quoted (`"b/q\\"uote.py"`, octal escapes for bytes) back to its text."""
+    raw = codecs.escape_decode(text[1:-1].encode("utf-8"))[0]
+    return raw.decode("utf-8", errors="replace")
+
+
 def added_lines(diff: str) -> tuple[str | None, list[int]]:
     """(the new path from `+++ b/PATH`, the new-side numbers of the added lines) of a one-file unified diff."""
     path, added, new = None, [], 0
-    for line in diff.splitlines():
+    for line in diff.split("\n"):  # git cuts lines at `\n` only; a CR inside a line is content
         if not new and line.startswith("+++ "):
-            target = line[4:]
+            target = line[4:].removesuffix("\t")  # git ends the line with a TAB when the path holds a space
+            target = _unquote(target) if target.startswith('"') else target
             path = target[2:] if target.startswith("b/") else None
             continue
         head = HUNK_RE.match(line)
