@@ -77,6 +77,28 @@ def test_lone_carriage_returns_type_changes_and_symlinks_do_not_confuse_the_chan
     assert SECRET not in (hostile / "job" / "requests.jsonl").read_text()  # nothing outside the repository is sent
 
 
+def test_git_settings_that_reshape_the_patch_do_not_move_the_lines(bp, hostile, tmp_path):
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    git(inner, "init", "-q")
+    git(inner, "-c", "user.email=d@e", "-c", "user.name=D", "commit", "-q", "--allow-empty", "-m", "i")
+    git(hostile, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(inner), "sub")
+    (hostile / "blank.py").write_text("a\n\nb\n\nc\nd\n")
+    git(hostile, "add", "-A")
+    git(hostile, "commit", "-qm", "three")
+    git(inner, "-c", "user.email=d@e", "-c", "user.name=D", "commit", "-q", "--allow-empty", "-m", "j")
+    git(hostile / "sub", "pull", "-q", "origin", "HEAD")
+    (hostile / "blank.py").write_text("a\n\nb\n\nc\nD\n")
+    git(hostile, "add", "-A")
+    git(hostile, "commit", "-qm", "four")
+    git(hostile, "config", "diff.suppressBlankEmpty", "true")  # blank context lines lose their leading space
+    git(hostile, "config", "diff.submodule", "log")  # a submodule shown as a log, without a diff header
+    r = bp("plan", "-t", "code-review", "-i", "git:HEAD~1")
+    assert r.code == 0, r.stderr
+    assert [(c["path"], c["changed_lines"]) for c in r.receipt["changes"]["listed"]] == [("blank.py", "6")]
+    assert r.receipt["skipped"] == {"submodule": 1}
+
+
 def test_a_file_with_a_merge_conflict_is_skipped_and_the_others_keep_their_own_diff(bp, hostile):
     git(hostile, "checkout", "-qb", "feature")
     (hostile / "zz.py").write_text("z = 'feature'\n")

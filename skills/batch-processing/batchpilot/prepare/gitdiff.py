@@ -36,11 +36,14 @@ GIT_PREFIX = "git:"
 STAGED = "staged"
 HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 STATUS_WORDS = {"M": "modified", "A": "added", "R": "renamed", "C": "copied", "T": "type-changed", "D": "deleted"}
-# Pinned so that a user's diff.noprefix, diff.mnemonicPrefix, color.ui, core.quotePath or diff.relative
-# cannot change what is parsed; `--no-ext-diff --no-textconv` keep drivers from rewriting the patch.
+# Pinned so that a user's diff.noprefix, diff.mnemonicPrefix, color.ui, core.quotePath, diff.relative,
+# diff.suppressBlankEmpty (a blank context line without its leading space would shift every line number
+# after it) or diff.submodule (a submodule written without a `diff --git` header) cannot change what is
+# parsed; `--no-ext-diff --no-textconv` keep drivers from rewriting the patch.
 GIT_CONFIG = ["-c", "core.quotepath=off", "-c", "color.ui=never", "-c", "diff.noprefix=false",
-              "-c", "diff.mnemonicprefix=false", "-c", "core.safecrlf=false"]
-DIFF_FLAGS = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "-M", "--src-prefix=a/", "--dst-prefix=b/"]
+              "-c", "diff.mnemonicprefix=false", "-c", "core.safecrlf=false", "-c", "diff.suppressBlankEmpty=false"]
+DIFF_FLAGS = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "--submodule=short", "-M",
+              "--src-prefix=a/", "--dst-prefix=b/"]
 WORKTREE, INDEX = "worktree", "index"
 
 
