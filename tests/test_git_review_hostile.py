@@ -160,7 +160,7 @@ def test_hostile_answers_render_safely_and_never_break_the_exports(bp, hostile, 
     (template / "schema.json").write_text(json.dumps(schema))
     base = {"severity": "high", "category": "bug", "suggestion": "", "confidence": "high"}
     answer = {"summary": "s", "findings": [
-        {**base, "file": "zz.py", "line_start": 1, "line_end": 1,
+        {**base, "file": "zz.py", "line_start": 1, "line_end": 1, "severity": "critical",
          "message": "Use `a < b || c` here, not <b>bold</b> | <!-- hidden --> and \\ slash."},
         {**base, "file": "zz.py", "line_start": 0, "line_end": 1, "message": "line zero"},
         {**base, "file": "zz.py", "line_start": -2, "line_end": 1, "message": "negative"},
@@ -168,11 +168,14 @@ def test_hostile_answers_render_safely_and_never_break_the_exports(bp, hostile, 
         {**base, "file": "zz.py", "line_start": 1, "line_end": 2, "message": "one past the last line"},
         {**base, "file": "zz.py", "message": "no lines at all"},
         {**base, "message": "no file and no lines"}]}
-    emu = emulator(scenario=[Step(when={"contains": "Review the change to this file: zz.py"}, reply={"text": json.dumps(answer)})])
+    many = {"summary": "s", "findings": [{**base, "file": "a.py", "line_start": 2, "line_end": 2,
+                                          "message": f"{n} " + "&<" * 200} for n in range(150)]}
+    emu = emulator(scenario=[Step(when={"contains": "Review the change to this file: zz.py"}, reply={"text": json.dumps(answer)}),
+                             Step(when={"contains": "Review the change to this file: a.py"}, reply={"text": json.dumps(many)})])
     monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-not-real")
     r = bp("run", "-t", str(template), "-i", "git:HEAD~1", "--mode", "direct", "--format", "sarif", "--format",
-           "github", "--run", "job")
+           "github", "--max-tokens", "64000", "--run", "job")
     assert r.code == 0, r.stderr
     merged = {m["path"]: m for m in map(json.loads, (hostile / "job" / "merged.jsonl").read_text().splitlines())}
     problems = {p["finding"]: p["problem"] for p in merged["zz.py"]["finding_problems"]}
@@ -188,4 +191,9 @@ def test_hostile_answers_render_safely_and_never_break_the_exports(bp, hostile, 
     assert "`a < b \\|\\| c`" in row and "&lt;b&gt;bold&lt;/b&gt; \\| &lt;!-- hidden --&gt;" in row
     assert len(re.split(r"(?<!\\)\|", row)) == 6  # four cells between the outer pipes: no pipe leaks out
     assert "6 finding(s) pointed outside their file" in comment
+    # 151 findings whose escaped text is long: the body stays under GitHub's 65,536 characters, the rest counted.
+    total = int(re.match(r"\*\*batchpilot review\*\*: (\d+) finding", comment).group(1))
+    shown = sum(1 for line in comment.splitlines() if line.startswith("| ")) - 1  # less the header row
+    more = int(re.search(r"\n(\d+) more finding\(s\) in the run's report", comment).group(1))
+    assert len(comment) <= 65536 and 0 < shown < 100 and shown + more == total > 150
     assert os.path.exists(hostile / "job" / "report.md")

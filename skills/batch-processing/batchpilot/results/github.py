@@ -5,7 +5,8 @@ findings by severity, the items reviewed and failed), then one table of findings
 with a `path#Lstart-Lend` link. In GitHub Actions (`GITHUB_SERVER_URL`, `GITHUB_REPOSITORY` and `GITHUB_SHA`
 set) the links are absolute blob links at that commit; elsewhere they are relative to the repository root.
 Findings that failed the line checks and items without a valid answer are counted, not tabled. At most
-MAX_ROWS findings are listed (a PR comment holds at most 65,536 characters); the rest are counted.
+MAX_ROWS findings are listed, and no more than fit in BODY_BUDGET characters (a PR comment holds at most
+65,536); the rest are counted. Memory holds at most a few times MAX_ROWS rows, however many findings.
 
 Every cell comes from the model and is escaped (`batchpilot.results.exports.md_cell`), except inside the
 message's code spans, where Markdown shows text literally (an escape there would show as `&lt;`), so only
@@ -28,6 +29,7 @@ from batchpilot.results.sarif import require_line_findings
 
 MAX_ROWS = 100
 MAX_CELL = 300
+BODY_BUDGET = 60_000  # characters; a comment holds at most 65,536, and the lines around the table need room
 SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
 
 
@@ -78,7 +80,7 @@ def write_github(merged_path: Path, target: Path, schema: dict) -> int:
     findings = require_line_findings(schema, "github")
     rows: list[tuple[int, str, list[str]]] = []
     severities: Counter = Counter()
-    items = failed = flagged = files_with = 0
+    items = failed = flagged = files_with = tabled = 0
     base = link_base()
     for merged in iter_jsonl(merged_path):
         items += 1
@@ -103,6 +105,9 @@ def write_github(merged_path: Path, target: Path, schema: dict) -> int:
             rank = SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
             rows.append((rank, where, [md_cell(severity), link, md_cell(finding.get("category")),
                                        message_cell(_clip(str(finding.get("message") or "")))]))
+            tabled += 1
+            if len(rows) > 4 * MAX_ROWS:  # memory stays bounded: only the most severe rows can be shown
+                rows = sorted(rows, key=lambda r: (r[0], r[1]))[:MAX_ROWS]
         files_with += kept > 0
     rows.sort(key=lambda r: (r[0], r[1]))
     by_severity = ", ".join(f"{severities[s]} {s}" for s in [*SEVERITY_ORDER, *sorted(set(severities) - set(SEVERITY_ORDER))]
@@ -114,11 +119,19 @@ def write_github(merged_path: Path, target: Path, schema: dict) -> int:
         lines.append(f"{failed} file(s) got no valid review; see the run's report.")
     if flagged:
         lines.append(f"{flagged} finding(s) pointed outside their file and are left out; see merged.jsonl.")
+    shown = 0
     if rows:
         lines += ["", "| severity | where | category | finding |", "|---|---|---|---|"]
-        lines += ["| " + " | ".join(cells) + " |" for _, _, cells in rows[:MAX_ROWS]]
-        if len(rows) > MAX_ROWS:
-            lines.append(f"\n{len(rows) - MAX_ROWS} more finding(s) in the run's report.")
+        used = sum(len(line) + 1 for line in lines)
+        for _, _, cells in rows[:MAX_ROWS]:
+            row = "| " + " | ".join(cells) + " |"
+            if used + len(row) + 1 > BODY_BUDGET:  # long paths or escaped text: stop before GitHub refuses it
+                break
+            lines.append(row)
+            used += len(row) + 1
+            shown += 1
+        if tabled > shown:
+            lines.append(f"\n{tabled - shown} more finding(s) in the run's report.")
     with atomic_stream(target) as fh:
         fh.write("\n".join(lines) + "\n")
-    return min(len(rows), MAX_ROWS)
+    return shown
