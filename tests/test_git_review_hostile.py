@@ -197,3 +197,12 @@ def test_hostile_answers_render_safely_and_never_break_the_exports(bp, hostile, 
     more = int(re.search(r"\n(\d+) more finding\(s\) in the run's report", comment).group(1))
     assert len(comment) <= 65536 and 0 < shown < 100 and shown + more == total > 150
     assert os.path.exists(hostile / "job" / "report.md")
+
+
+def test_a_shallow_clone_says_to_fetch_the_history(bp, hostile, tmp_path, monkeypatch):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{hostile}", str(clone)], check=True, capture_output=True)
+    monkeypatch.chdir(clone)
+    r = bp("plan", "-t", "code-review", "-i", "git:HEAD~1")
+    assert r.code == 1 and "'HEAD~1' is not a commit in this repository (a shallow clone)" in r.stderr
+    assert "Hint: fetch the history first: `git fetch --unshallow`" in r.stderr and "Traceback" not in r.stderr

@@ -16,25 +16,24 @@ binary, symlink, submodule, unmerged and unreadable files are skipped with a rea
 also records `lines` (the new side's length) and `changed` (the ranges as pairs): the merger checks every
 finding's line range against them.
 
-Reading is streamed: the combined patch is read line by line from git (as bytes, cut at `\\n` only) and cut at
-each `diff --git` header (a content line always starts with ` `, `+`, `-` or `\\`, so the header cannot be
-forged by a file); each section's header is checked against the file list before it is used.
+Reading is streamed: the combined patch is read one file's section at a time
+(`batchpilot.prepare.gitpatch`), and each section's `diff --git` header is checked against the file list
+before it is used.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.prepare.gitpatch import read_sections
 
 GIT_PREFIX = "git:"
 STAGED = "staged"
-HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 STATUS_WORDS = {"M": "modified", "A": "added", "R": "renamed", "C": "copied", "T": "type-changed", "D": "deleted"}
 # Pinned so that a user's diff.noprefix, diff.mnemonicPrefix, color.ui, core.quotePath, diff.relative,
 # diff.suppressBlankEmpty (a blank context line without its leading space would shift every line number
@@ -104,9 +103,14 @@ def repo_root(cwd: str | None = None) -> str:
 def _check_rev(rev: str, spec: str, top: str) -> None:
     # A revision that starts with `-` would be read by git as an option: refuse it before git sees it.
     if not rev or rev.startswith("-") or _run(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"], top).returncode:
-        raise BatchpilotError(f"--items {spec}: {rev!r} is not a commit in this repository",
-                              "use a branch, tag or commit that `git rev-parse` knows, e.g. git:main, git:HEAD~3, "
-                              "git:main..HEAD or git:staged (run `git fetch` first if it is a remote branch)")
+        # A shallow clone (CI checkouts are, by default) lacks the history a base revision lives in.
+        shallow = _run(["rev-parse", "--is-shallow-repository"], top).stdout.strip() == "true"
+        raise BatchpilotError(f"--items {spec}: {rev!r} is not a commit in this repository"
+                              + (" (a shallow clone)" if shallow else ""),
+                              ("fetch the history first: `git fetch --unshallow` (in GitHub Actions, actions/checkout "
+                               "with fetch-depth: 0)" if shallow else
+                               "use a branch, tag or commit that `git rev-parse` knows, e.g. git:main, git:HEAD~3, "
+                               "git:main..HEAD or git:staged (run `git fetch` first if it is a remote branch)"))
 
 
 def parse_spec(src: str, top: str) -> Spec:
@@ -158,89 +162,6 @@ def _raw(spec: Spec, top: str) -> list[Change]:
     return changes
 
 
-class _Ranges:
-    """New-side line ranges a patch section changes, fed one line at a time: its added lines; a deletion with
-    nothing added in its place marks the line above it (the first line when it was at the top)."""
-
-    def __init__(self) -> None:
-        self.ranges: list[list[int]] = []
-        self.new, self.deleting = 0, False
-
-    def _mark(self, n: int) -> None:
-        if self.ranges and self.ranges[-1][1] >= n - 1:
-            self.ranges[-1][1] = max(self.ranges[-1][1], n)
-        else:
-            self.ranges.append([n, n])
-
-    def _flush(self) -> None:
-        if self.deleting:
-            self._mark(max(self.new - 1, 1))
-        self.deleting = False
-
-    def feed(self, line: str) -> None:
-        head = HUNK_RE.match(line)
-        if head:
-            self._flush()
-            self.new = int(head.group(3)) + (1 if head.group(4) == "0" else 0)  # `+N,0`: the deletion follows line N
-        elif not self.new:
-            return  # the section's header lines, before the first hunk
-        elif line.startswith("+"):
-            self._mark(self.new)
-            self.new += 1
-            self.deleting = False
-        elif line.startswith("-"):
-            self.deleting = True
-        elif line.startswith(" "):
-            self._flush()
-            self.new += 1
-
-    def done(self) -> list[list[int]]:
-        self._flush()
-        return self.ranges
-
-
-@dataclass
-class Section:
-    """One file's part of the combined patch: its `diff --git` header, its text (None past the size cap) and
-    its new-side ranges (always complete)."""
-
-    header: str
-    text: str | None
-    changed: list[list[int]]
-
-
-def _patches(spec: Spec, top: str, max_bytes: int) -> Iterator[Section]:
-    """The combined patch, one file's section at a time, in the order `--raw` lists the files. Read as bytes
-    and cut at `\n` only: a lone CR inside a line (old Mac files, a hostile file) must not start a new line,
-    or a content line could pose as a `diff --git` header. A section's text is kept up to `max_bytes`."""
-    proc = subprocess.Popen([_git(), *GIT_CONFIG, "diff", *DIFF_FLAGS, "-U3", *spec.diff_args, "--"], cwd=top,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    header, parts, size, ranges = None, [], 0, _Ranges()
-
-    def close() -> Section:
-        return Section(header or "", "".join(parts) if size <= max_bytes else None, ranges.done())
-
-    try:
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", errors="replace")
-            if line.startswith("diff --git "):
-                if header is not None:
-                    yield close()
-                header, parts, size, ranges = line, [], 0, _Ranges()
-            size += len(raw)
-            if size <= max_bytes:
-                parts.append(line)
-            elif parts:
-                parts = []  # past the cap: the text is dropped, the ranges are still counted
-            ranges.feed(line)
-        if header is not None:
-            yield close()
-    finally:
-        proc.stdout.close()
-        proc.wait()
-
-
 def _expected_header(change: Change) -> str | None:
     """The `diff --git` line git writes for this change, or None when its paths are quoted (then not checked)."""
     paths = [change.old_path or change.path, change.path]
@@ -261,7 +182,8 @@ def list_changes(src: str, cwd: str | None = None, max_diff_bytes: int = 1 << 62
                               "are not part of a diff until `git add -N` adds them")
 
     def attach() -> Iterator[Change]:
-        sections = _patches(spec, top, max_diff_bytes)
+        sections = read_sections([_git(), *GIT_CONFIG, "diff", *DIFF_FLAGS, "-U3", *spec.diff_args, "--"], top,
+                                 max_diff_bytes)
         for change in changes:
             if change.status == "unmerged":  # git writes "* Unmerged path", no section; skipped
                 yield change
