@@ -153,10 +153,12 @@ def test_sarif_and_comment_from_a_subdirectory_with_awkward_paths(bp, hostile, m
 def test_hostile_answers_render_safely_and_never_break_the_exports(bp, hostile, emulator, monkeypatch, tmp_path):
     from batchpilot.emulator.behaviour.scenario import Step
 
+    validator = require_tool("sarif-multitool")
     template = tmp_path / "lenient"
     shutil.copytree(Path(__file__).resolve().parents[1] / "skills" / "batch-processing" / "templates" / "code-review", template)
     schema = json.loads((template / "schema.json").read_text())
     schema["properties"]["findings"]["items"]["required"] = ["severity", "category", "message"]  # lines optional
+    del schema["properties"]["findings"]["items"]["properties"]["category"]["enum"]  # categories in free text
     (template / "schema.json").write_text(json.dumps(schema))
     base = {"severity": "high", "category": "bug", "suggestion": "", "confidence": "high"}
     answer = {"summary": "s", "findings": [
@@ -182,8 +184,13 @@ def test_hostile_answers_render_safely_and_never_break_the_exports(bp, hostile, 
     assert problems == {1: "line_start 0 is before the first line", 2: "line_start -2 is before the first line",
                         3: "line_end 0 is before line_start 1", 4: "line_end 2 is past the end of zz.py (1 lines)",
                         5: "line_start and line_end must be integers", 6: "file None is not the reviewed file 'zz.py'"}
-    results = [x for x in json.loads((hostile / "job" / "merged.sarif").read_text())["runs"][0]["results"]
-               if x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "zz.py"]
+    checked = subprocess.run([validator, "validate", "job/merged.sarif", "--output", "v.sarif"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert [v for v in json.loads(Path("v.sarif").read_text())["runs"][0].get("results") or [] if v.get("level") == "error"] == []
+    log = json.loads((hostile / "job" / "merged.sarif").read_text())["runs"][0]
+    rule_ids = [rule["id"] for rule in log["tool"]["driver"]["rules"]]
+    assert all(rule_ids[x["ruleIndex"]] == x["ruleId"] for x in log["results"]) and "code-review/bug" in rule_ids
+    results = [x for x in log["results"] if x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "zz.py"]
     assert [x["locations"][0]["physicalLocation"]["region"] for x in results] == [{"startLine": 1, "endLine": 1}]
     comment = (hostile / "job" / "pr-comment.md").read_text()
     [row] = [line for line in comment.splitlines() if "zz.py#L1" in line]

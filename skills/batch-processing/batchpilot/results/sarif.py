@@ -122,7 +122,7 @@ def write_sarif(merged_path: Path, target: Path, schema: dict) -> int:
             if not located(finding):  # a schema that leaves the line fields optional
                 notes.append(_note("warning", f"{merged.get('custom_id')}: finding {n} not reported: it names no file and lines", path))
                 continue
-            results.append(_result(finding, path, template, index, seen))
+            results.append(_result(finding, path, template, rules, index, seen))
     log = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -141,18 +141,19 @@ def write_sarif(merged_path: Path, target: Path, schema: dict) -> int:
     return len(results)
 
 
-def _result(finding: dict, path: str, template: str, index: dict[str, int], seen: Counter) -> dict:
+def _result(finding: dict, path: str, template: str, rules: list[dict], index: dict[str, int], seen: Counter) -> dict:
     category = str(finding.get("category") or "finding")
     rule = f"{template}/{category}"
-    if rule not in index:
-        rule = next(iter(index)) if index else rule
+    if rule not in index:  # a category the schema does not enumerate: its rule is added as it is seen,
+        index[rule] = len(rules)  # so that every ruleIndex points at a rule
+        rules.append(_rule(template, category, ""))
     message = _message(finding)
     ordinal = seen[(rule, path, message)]
     seen[(rule, path, message)] += 1
     region = {"startLine": finding["line_start"], "endLine": finding["line_end"]}
     result = {
         "ruleId": rule,
-        "ruleIndex": index.get(rule, 0),
+        "ruleIndex": index[rule],
         "level": LEVELS.get(str(finding.get("severity")), "warning"),
         "message": {"text": message},
         "locations": [{"physicalLocation": {"artifactLocation": artifact_uri(path), "region": region}}],
