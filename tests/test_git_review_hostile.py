@@ -213,3 +213,12 @@ def test_a_shallow_clone_says_to_fetch_the_history(bp, hostile, tmp_path, monkey
     r = bp("plan", "-t", "code-review", "-i", "git:HEAD~1")
     assert r.code == 1 and "'HEAD~1' is not a commit in this repository (a shallow clone)" in r.stderr
     assert "Hint: fetch the history first: `git fetch --unshallow`" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_refuses_an_export_the_schema_cannot_give_before_it_spends(bp, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("items.jsonl").write_text('{"id": "a", "text": "hello"}\n')
+    r = bp("run", "-t", "classify", "-i", "items.jsonl", "--var", "labels=x,y", "--emulate", "--mode", "direct",
+           "--format", "github", "--run", "c")
+    assert r.code == 1 and "--format github needs findings with file, line_start and line_end" in r.stderr
+    assert not (tmp_path / "c").exists()  # nothing prepared, nothing sent

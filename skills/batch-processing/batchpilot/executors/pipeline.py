@@ -31,6 +31,7 @@ from batchpilot.executors.steps import merge_and_report
 from batchpilot.executors.uploads import finish_uploads
 from batchpilot.prepare.job import open_job
 from batchpilot.prepare.plan import recommend
+from batchpilot.results.merge import check_formats
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS
 from batchpilot.rundir.create import PrepareResult, create_run, default_run_dir
 from batchpilot.rundir.lock import run_lock
@@ -63,6 +64,7 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
     if mode == "auto":
         mode = choose_mode(job_kwargs, run_dir, urgent, needs_tools, options.emulate, progress)
     job = open_job(mode=mode, **job_kwargs)
+    check_formats(job.template.schema, options.formats)  # `--format sarif` on a schema without lines: before any spend
     target = run_dir or default_run_dir(job.template.name)
     progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
     prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())

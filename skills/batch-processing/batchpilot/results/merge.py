@@ -46,6 +46,14 @@ FAILURE_LIST_LIMIT = 200
 LINE_FORMATS = ("sarif", "github")  # exports that need findings with file and line fields
 
 
+def check_formats(schema: dict, formats: tuple[str, ...] | list[str]) -> None:
+    """An Error/Hint when an export in `formats` needs what the schema lacks (sarif, github: findings with
+    file and line fields); `run` calls it before it prepares or spends anything."""
+    for fmt in formats:
+        if fmt in LINE_FORMATS:
+            require_line_findings(schema, fmt)
+
+
 def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), progress: Any = None) -> dict:
     """Write merged.jsonl (always), summary.json and the extra `formats` (csv, md); return the summary."""
     run_dir = Path(run_dir)
@@ -53,9 +61,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     if unknown_formats:
         raise BatchpilotError(f"unknown format {unknown_formats[0]!r}", f"formats are {', '.join(FORMAT_WORDS)}")
     view = open_view(run_dir)
-    for fmt in formats:
-        if fmt in LINE_FORMATS:
-            require_line_findings(view.schema, fmt)  # before anything is written
+    check_formats(view.schema, formats)  # before anything is written
     manifest = view.manifest
     prices = run_prices(manifest)
     default_mode = str(manifest.get("mode") or "batch")
