@@ -222,3 +222,13 @@ def test_run_refuses_an_export_the_schema_cannot_give_before_it_spends(bp, tmp_p
            "--format", "github", "--run", "c")
     assert r.code == 1 and "--format github needs findings with file, line_start and line_end" in r.stderr
     assert not (tmp_path / "c").exists()  # nothing prepared, nothing sent
+
+
+def test_plain_file_items_from_a_subdirectory_point_from_the_repository_root(bp, hostile, monkeypatch):
+    monkeypatch.chdir(hostile / "pkg")
+    r = bp("run", "-t", "code-review", "-i", "*.py", "--emulate", "--mode", "direct", "--format", "sarif",
+           "--format", "github", "--run", "files")
+    assert r.code == 0, r.stderr
+    log = json.loads((hostile / "pkg" / "files" / "merged.sarif").read_text())["runs"][0]
+    assert {x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for x in log["results"]} == {"pkg/__init__.py"}
+    assert "](pkg/__init__.py#L" in (hostile / "pkg" / "files" / "pr-comment.md").read_text()

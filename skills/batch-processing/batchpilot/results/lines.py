@@ -12,11 +12,34 @@ the merged line as `finding_problems`, and which the report and the SARIF and Gi
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 FILE_KINDS = ("file", "diff")
 LINE_KEYS = ("file", "line_start", "line_end")
+
+
+def repo_path(item: dict) -> str:
+    """The item's path as SARIF and PR links want it: from the repository root. A change's path already is;
+    a plain file's (relative to where batchpilot ran, or absolute) is made relative to the git repository
+    that holds it (the nearest directory above it with a `.git`), and kept as given outside one."""
+    path = str(item.get("path") or "")
+    if item.get("kind") != "file" or not path:
+        return path
+    full = os.path.realpath(path)
+    if not os.path.isfile(full):
+        return path
+    root = _repo_root(os.path.dirname(full))
+    return os.path.relpath(full, root).replace(os.sep, "/") if root else path
+
+
+@functools.lru_cache(maxsize=1024)
+def _repo_root(directory: str) -> str | None:
+    if os.path.exists(os.path.join(directory, ".git")):
+        return directory
+    parent = os.path.dirname(directory)
+    return None if parent == directory else _repo_root(parent)
 
 
 def _same_file(named: str, path: str) -> bool:

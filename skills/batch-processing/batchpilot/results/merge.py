@@ -35,7 +35,7 @@ from batchpilot.core.files import atomic_stream, atomic_write_json, dumps, iter_
 from batchpilot.core.models import USAGE_KEYS
 from batchpilot.results.exports import findings_field
 from batchpilot.results.formats import EXPORTERS, FORMAT_WORDS, export_name
-from batchpilot.results.lines import check_findings, has_line_fields
+from batchpilot.results.lines import check_findings, has_line_fields, repo_path
 from batchpilot.results.sarif import require_line_findings
 from batchpilot.rundir.journal import journal
 from batchpilot.results.judge import STATUSES, open_view
@@ -101,7 +101,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
                 "source": item.get("source"),
             }
             if item.get("path"):
-                merged["path"] = item["path"]
+                merged["path"] = repo_path(item)  # from the repository root: what SARIF and PR links point at
             problems = check_findings(item, output, findings) if status == "ok" else None
             if problems is not None:
                 merged["finding_problems"] = problems
