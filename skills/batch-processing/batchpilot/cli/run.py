@@ -1,4 +1,4 @@
-"""`run`: the whole job in one command — prepare, execute, merge, report — resumable with the same --run.
+"""`run`: the whole job in one command — prepare, execute, merge, report — resumed when typed again.
 
 batch, direct and headless run to the end (then merge and report); agents prepares and prints the first
 wave of subagent tasks, because only the orchestrating agent can launch subagents.
@@ -22,7 +22,10 @@ RUN_MODES = ("auto", *MODES)
 @click.command()
 @job_options
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory; give the same one again to resume (default: .batchpilot/runs/<timestamp>-<template>).")
+              help="Run directory (default: the unfinished run of this same job under .batchpilot/runs/, else a new "
+                   ".batchpilot/runs/<timestamp>-<template>).")
+@click.option("--new", is_flag=True,
+              help="Start a new run even if an unfinished or finished run of this same job exists (default: resume it).")
 @click.option("--mode", type=click.Choice(RUN_MODES), default="auto", show_default=True,
               help="Executor; auto takes plan's recommendation.")
 @click.option("--urgent", is_flag=True, help="With --mode auto: results are needed within minutes (favours direct).")
@@ -36,7 +39,7 @@ RUN_MODES = ("auto", *MODES)
               help="Headless mode: claude processes at once.")
 @format_option
 @click.pass_context
-def run(ctx: click.Context, run_dir: Path | None, mode: str, urgent: bool, needs_tools: bool, emulate: bool,
+def run(ctx: click.Context, run_dir: Path | None, new: bool, mode: str, urgent: bool, needs_tools: bool, emulate: bool,
         no_wait: bool, max_rounds: int | None, max_cost: float | None, parallel: int, formats: tuple[str, ...],
         **kw: Any) -> None:
     """Prepare, execute, merge and report a job in one command.
@@ -46,6 +49,8 @@ def run(ctx: click.Context, run_dir: Path | None, mode: str, urgent: bool, needs
     # Imported when the command runs: the pipeline loads every executor, which `run --help` does not need.
     from batchpilot.executors.pipeline import RunOptions, run_job
 
+    if new and run_dir is not None:
+        raise click.UsageError("--new starts a new run directory; drop --run, or drop --new to resume that run")
     options = RunOptions(emulate=emulate, no_wait=no_wait, max_rounds=max_rounds, max_cost=max_cost,
                          parallel=parallel, formats=formats)
-    emit(run_job(job_kwargs(kw), run_dir, mode, urgent, needs_tools, options, Progress(quiet(ctx))))
+    emit(run_job(job_kwargs(kw), run_dir, mode, urgent, needs_tools, options, Progress(quiet(ctx)), new=new))

@@ -38,6 +38,7 @@ from batchpilot.executors.prompts import (RETRY_MARK, iter_prepared, run_templat
                                 with_retry_note)
 from batchpilot.rundir.records import result_record
 from batchpilot.rundir.journal import journal
+from batchpilot.rundir.lock import holds_run_lock
 
 WAVE_SIZE = 10  # the Agent tool runs up to 10 subagents at once from one message
 MAX_ATTEMPTS = 3
@@ -167,6 +168,7 @@ def _check_wave_size(wave_size: int) -> None:
 # ---------------------------------------------------------------------------------------------- fanout
 
 
+@holds_run_lock
 def fanout_run(run_dir: Path, wave_size: int | None = None, wave: int | None = None, model_hint: str | None = None,
                max_attempts: int = MAX_ATTEMPTS) -> dict:
     """Write every item's prompt file and return the receipt listing one wave of Agent tasks.
@@ -259,6 +261,7 @@ def _record_output(view: RunView, cid: str, data: bytes, state: ItemState) -> di
     return result_record(cid, result, state.attempts, "agents", output_sha256=digest)
 
 
+@holds_run_lock
 def collect_run(run_dir: Path, wave_size: int | None = None, max_attempts: int = MAX_ATTEMPTS) -> dict:
     """Record the new output files, note rejections in their prompt files, and list the next wave.
 

@@ -44,6 +44,7 @@ from batchpilot.executors.prompts import headless_prompt, iter_prepared
 from batchpilot.api.failures import error_type_for_status
 from batchpilot.rundir.records import errored, result_record
 from batchpilot.rundir.journal import journal
+from batchpilot.rundir.lock import holds_run_lock
 
 CLAUDE_ENV = "BATCHPILOT_CLAUDE"
 DEFAULT_CLAUDE = "claude"
@@ -177,6 +178,7 @@ def interpret(call: Call, timeout: float) -> tuple[dict | None, float, bool]:
     return {"type": "succeeded", "output": output, **extra}, cost, False
 
 
+@holds_run_lock
 def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | None = None, model: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, max_cost: float | None = None, bare: bool = False,
                  env: dict | None = None, cwd: str | None = None,

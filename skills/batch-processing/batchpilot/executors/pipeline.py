@@ -33,9 +33,11 @@ from batchpilot.prepare.job import open_job
 from batchpilot.prepare.plan import recommend
 from batchpilot.results.merge import check_formats
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS
-from batchpilot.rundir.create import PrepareResult, create_run, default_run_dir
-from batchpilot.rundir.lock import run_lock
-from batchpilot.rundir.manifest import open_run
+from batchpilot.core.files import read_json
+from batchpilot.rundir.create import PrepareResult, create_run, default_run_dir, inputs_fingerprint
+from batchpilot.rundir.lock import project_lock, run_lock
+from batchpilot.rundir.lookup import find_run, is_finished, job_fingerprint
+from batchpilot.rundir.manifest import RUNS_HOME, open_run
 
 if TYPE_CHECKING:
     from batchpilot.emulator.config import EmulatorConfig
@@ -59,19 +61,50 @@ class RunOptions:
 
 
 def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent: bool, needs_tools: bool,
-            options: RunOptions, progress: Progress) -> dict:
-    """The `run` receipt: prepare (or resume) the run directory, execute it in `mode` (auto: plan's choice)."""
+            options: RunOptions, progress: Progress, new: bool = False) -> dict:
+    """The `run` receipt: prepare (or resume) the run directory, execute it in `mode` (auto: plan's choice).
+
+    Without `run_dir`, the newest run of the same job under .batchpilot/runs/ (same job fingerprint,
+    `rundir.lookup`) is resumed, or reported when it has finished; `new` starts a fresh run regardless. The
+    project lock is held from that lookup until the run's own lock is taken, so two `run`s typed at once
+    never make two runs (the second meets the first one's run lock).
+    """
     if mode == "auto":
         mode = choose_mode(job_kwargs, run_dir, urgent, needs_tools, options.emulate, progress)
     job = open_job(mode=mode, **job_kwargs)
     check_formats(job.template.schema, options.formats)  # `--format sarif` on a schema without lines: before any spend
-    target = run_dir or default_run_dir(job.template.name)
-    progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
-    prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
-    check_resumed_mode(prepared, target, mode)
-    body = EXECUTORS[mode](prepared.run_dir, options, progress)
+    with ExitStack() as project:
+        target = run_dir
+        if target is None:
+            project.enter_context(project_lock(RUNS_HOME))
+            fingerprint = job_fingerprint(inputs_fingerprint(job.items(), job.settings()), mode)
+            found = None if new else find_run(RUNS_HOME, fingerprint)
+            if found is not None and is_finished(found):
+                return finished_receipt(found, mode, options, progress)
+            if found is not None:
+                progress.stage(f"resuming {found}: an unfinished run of this same job (pass --new to start afresh)")
+            target = found or default_run_dir(job.template.name)
+        progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
+        prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
+        check_resumed_mode(prepared, target, mode)
+        with run_lock(prepared.run_dir):
+            project.close()  # the run is ours now: other jobs may choose theirs
+            body = EXECUTORS[mode](prepared.run_dir, options, progress)
     return {"command": "run", "run": str(prepared.run_dir), "mode": mode, "items": prepared.item_count,
             "resumed": prepared.unchanged, **body}
+
+
+def finished_receipt(run_dir: Path, mode: str, options: RunOptions, progress: Progress) -> dict:
+    """The `run` receipt for a job whose identical run has already finished: reported, not paid for again."""
+    progress.stage(f"this job already ran in {run_dir} and finished; its results are there "
+                   "(pass --new to run it again)")
+    summary = read_json(run_dir / "summary.json", "run summary") if (run_dir / "summary.json").is_file() else {}
+    counts = summary.get("counts") or {}
+    failed = sum(n for status, n in counts.items() if status != "ok")
+    return {"command": "run", "run": str(run_dir), "mode": mode, "items": summary.get("items"), "resumed": True,
+            "finished": True, "counts": counts, "cost_usd": summary.get("cost_usd"),
+            "files": summary.get("files") or {},
+            "next": next_command("retry", run_dir, *options.emulated) if failed else None}
 
 
 def choose_mode(job_kwargs: dict[str, Any], run_dir: Path | None, urgent: bool, needs_tools: bool, emulate: bool,

@@ -41,6 +41,7 @@ from batchpilot.rundir.journal import journal
 from batchpilot.results.judge import STATUSES, open_view
 from batchpilot.results.ledger import index_items, outcome, scan_results
 from batchpilot.results.summary import build_summary, run_prices
+from batchpilot.rundir.lock import holds_run_lock
 
 FAILURE_LIST_LIMIT = 200
 LINE_FORMATS = ("sarif", "github")  # exports that need findings with file and line fields
@@ -54,6 +55,7 @@ def check_formats(schema: dict, formats: tuple[str, ...] | list[str]) -> None:
             require_line_findings(schema, fmt)
 
 
+@holds_run_lock
 def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), progress: Any = None) -> dict:
     """Write merged.jsonl (always), summary.json and the extra `formats` (csv, md); return the summary."""
     run_dir = Path(run_dir)

@@ -25,6 +25,7 @@ from batchpilot.core.clock import now_iso
 from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, read_json
 from batchpilot.prepare.items import Item, describe_skipped, items_fingerprint_update
 from batchpilot.prepare.build import RequestBuilder
+from batchpilot.rundir.lookup import job_fingerprint
 from batchpilot.rundir.manifest import FORMAT_VERSION, RUNS_HOME
 
 
@@ -57,7 +58,8 @@ def _inputs_digest(settings: dict) -> "hashlib._Hash":
     return h
 
 
-def _fingerprint_only(items: Iterable[Item], settings: dict) -> str:
+def inputs_fingerprint(items: Iterable[Item], settings: dict) -> str:
+    """The `inputs_hash` a run prepared from these items and settings has (streams the items once)."""
     h = _inputs_digest(settings)
     for item in items:
         items_fingerprint_update(h, item)
@@ -118,6 +120,8 @@ def create_run(
             "skipped": dict(sorted(skipped.items())),
             "inputs_hash": "sha256:" + h.hexdigest(),
         }
+        # What `run` without --run matches to resume this job instead of paying for it again (rundir.lookup).
+        manifest["job_fingerprint"] = job_fingerprint(manifest["inputs_hash"], manifest.get("mode"))
         # The schema travels with the run, so merge can validate even if the template directory moves.
         atomic_write_json(tmp / "schema.json", builder.template.schema)
         atomic_write_json(tmp / "run.json", manifest)
@@ -151,7 +155,7 @@ def _reprepare(run_dir: Path, items: Iterable[Item], skipped_log: list, settings
             raise BatchpilotError(f"{run_dir} exists and is empty", "remove it, or pass a new --run directory")
         raise BatchpilotError(f"{run_dir} exists and is not a batchpilot run", "pass a new --run directory")
     manifest = read_json(manifest_path, "run manifest")
-    digest = _fingerprint_only(items, settings)
+    digest = inputs_fingerprint(items, settings)
     if digest != manifest.get("inputs_hash"):
         raise BatchpilotError(
             f"{run_dir} was prepared from different inputs (template, items, model or options changed)",

@@ -8,6 +8,7 @@ steps end as an Error/Hint (`sdk_errors`).
 
 from __future__ import annotations
 
+from contextlib import nullcontext as _nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from batchpilot.executors.batch.state import load_state, record
 from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
 from batchpilot.executors.uploads import ensure_uploads, finish_uploads, uses_uploads
 from batchpilot.results.selection import DEFAULT_SELECTION, classify
-from batchpilot.rundir.lock import run_lock
+from batchpilot.rundir.lock import lock_holder, run_lock, try_run_lock
 from batchpilot.rundir.manifest import RUNS_HOME, require_requests
 
 
@@ -49,15 +50,24 @@ def submit_job(run_dir: Path, emulate: bool, max_batch_requests: int | None, max
 
 
 def status_job(run_dir: Path, emulate: bool, wait: bool, progress: Progress) -> dict:
-    """The `status` receipt: the run's batches and their counts (with `wait`, once every batch has ended)."""
+    """The `status` receipt: the run's batches and their counts (with `wait`, once every batch has ended).
+
+    `status --wait` polls and journals, so it is a writer and takes the run lock. Plain `status` polls only
+    when nobody else holds the lock; while a writer works it answers from the journal and never fails.
+    """
     require_requests(run_dir)
-    with run_lock(run_dir):
+    busy: dict | None = None
+    with (run_lock(run_dir) if wait else _nullcontext(True)), try_run_lock(run_dir) as held:
         state = load_state(run_dir)
         if not state.batches and not state.pending():
-            raise BatchpilotError(f"{run_dir} has no batches yet", f"submit them: {next_command('submit', run_dir)}")
+            raise BatchpilotError(f"{run_dir} has no batches yet", f"submit it: {next_command('submit', run_dir)}")
         snapshot = known_snapshot(state)
+        if not held:
+            busy = lock_holder(run_dir)
+            progress.stage(f"pid {busy.get('pid', '?')} (`{busy.get('command', '?')}`) is working on this run; "
+                           "these counts are from its journal")
         # When every batch has ended the journal knows the final counts: no client, no SDK import, no key needed.
-        if state.open_batches() or (wait and state.pending()):
+        elif state.open_batches() or (wait and state.pending()):
             with batch_client(emulate, run_dir) as client, sdk_errors():
                 if wait:
                     wait_and_fetch(client, run_dir, progress, emulate, fetch=False)
@@ -77,7 +87,8 @@ def status_job(run_dir: Path, emulate: bool, wait: bool, progress: Progress) -> 
             "counts": {k: totals[k] for k in COUNT_KEYS}, "open": len(open_), "pending_shards": pending,
             "ended": not open_ and not pending,
             "next": next_command("status", run_dir, "--wait", *emulated) if open_ or pending
-            else next_command("fetch", run_dir, *emulated)}
+            else next_command("fetch", run_dir, *emulated),
+            **({"locked_by": {k: busy.get(k) for k in ("pid", "command", "since")}} if busy is not None else {})}
 
 
 def merge_snapshot(journaled: Snapshot, polled: Snapshot) -> Snapshot:

@@ -44,6 +44,7 @@ from batchpilot.executors.direct.limiter import Limiter, Limits, Reservation
 from batchpilot.rundir.records import result_record
 from batchpilot.core.shell import next_command
 from batchpilot.rundir.journal import journal
+from batchpilot.rundir.lock import run_lock
 from batchpilot.rundir.manifest import open_run
 
 
@@ -310,9 +311,10 @@ async def run_direct_async(run_dir: Path | str, client: Any, *, limits: Limits |
                            handle_sigint: bool = False, interrupt_grace: float = INTERRUPT_GRACE,
                            requests_file: Path | str | None = None) -> dict:
     """`run_direct` inside a running event loop (the client must be an `AsyncAnthropic`)."""
-    executor = DirectExecutor(Path(run_dir), client, limits, concurrency, max_cost, max_attempts, progress,
-                              handle_sigint, interrupt_grace, requests_file)
-    return await executor.run()
+    with run_lock(Path(run_dir)):
+        executor = DirectExecutor(Path(run_dir), client, limits, concurrency, max_cost, max_attempts, progress,
+                                  handle_sigint, interrupt_grace, requests_file)
+        return await executor.run()
 
 
 def run_direct(run_dir: Path | str, client: Any, *, limits: Limits | None = None,
