@@ -26,6 +26,8 @@ import click
               help="Move request_counts as requests finish (default: only when the batch ends, as documented).")
 @click.option("--not-found-after-create", type=float,
               help="Wall seconds during which retrieving a new batch answers 404 (a real propagation glitch). [0]")
+@click.option("--results-not-found-after-end", type=float,
+              help="Emulated seconds after a batch ends during which its results answer 404 (a real glitch). [0]")
 @click.option("--max-batch-body-bytes", type=int, help="Batch create bodies above this get a 413. [256 MB]")
 @click.option("--max-messages-body-bytes", type=int, help="Messages bodies above this get a 413. [32 MB]")
 @click.option("--rpm", "requests_per_minute", type=int, help="Messages requests per minute. [1000000]")

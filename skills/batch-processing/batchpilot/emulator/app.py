@@ -10,6 +10,7 @@ the admin paths under `/_emulator/` need neither. Anything unexpected raised ins
 from __future__ import annotations
 
 import tempfile
+from email.utils import formatdate
 import threading
 import traceback
 from pathlib import Path
@@ -167,6 +168,9 @@ class App:
             response = Response(500, _error(ApiError(500, "api_error", "Internal server error (emulator bug)"), request_id))
         if name in ("messages", "count_tokens"):
             response.headers += self.limiter.message_headers()
+        # The server's time, as every HTTP server sends it; on the emulated clock, so a client that measures a
+        # wait in server time (fetch's results-404 window) follows the emulator's time_scale.
+        response.headers.append(("date", formatdate(self.clock.now(), usegmt=True)))
         self.stats.count(name, response.status)
         return response
 

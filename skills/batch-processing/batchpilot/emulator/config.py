@@ -35,6 +35,9 @@ class EmulatorConfig:
     cancel_delay: float = 1.0  # canceling -> ended after this long (in-flight requests draining)
     progressive_counts: bool = False  # False: request_counts move only when the batch ends (documented API)
     not_found_after_create: float = 0.0  # wall seconds during which a new batch answers 404 on retrieve
+    # Emulated seconds after a batch ends during which its results answer 404 not_found_error, as the real
+    # API was seen to do right after `ended` (anthropic-sdk-python issue 1432): a propagation glitch.
+    results_not_found_after_end: float = 0.0
     # Body limits.
     max_batch_body_bytes: int = MAX_BATCH_BODY_BYTES
     max_messages_body_bytes: int = MAX_MESSAGES_BODY_BYTES

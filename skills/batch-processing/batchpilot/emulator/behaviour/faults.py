@@ -27,13 +27,15 @@ What each kind does:
 | refusal | stop_reason refusal | same |
 | slow | answered `slow_seconds` later | — |
 | drop_results | — | the results download is cut mid-stream (at the first matching custom_id, else halfway) |
+| foreign_batch | — | a batch create: another client creates a batch of the same size (custom_ids `foreign-…`) first, and this create answers 529 without making a batch |
+| create_overloaded | — | a batch create: the batch is made, but the answer is a 529 (the client cannot tell) |
 
 `low_credit` is what the real API was seen to send when an account runs out of credit (the batch line of
 anthropic-api.md 3.3): an invalid_request_error whose message alone says it is about the account.
 `billing` is the same refusal under the API's own `billing_error` type (HTTP 402).
 
 For Messages requests `match` is searched in the text of the last user turn; for batch requests in the
-custom_id.
+custom_id; for the batch-create kinds in the new batch's id (key and subject), so `times` caps them.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import Any
 
 KINDS = (
     "overloaded", "api_error", "rate_limit", "errored", "billing", "low_credit", "expired",
-    "invalid_json", "truncate", "refusal", "slow", "drop_results",
+    "invalid_json", "truncate", "refusal", "slow", "drop_results", "foreign_batch", "create_overloaded",
 )
 LOW_CREDIT_MESSAGE = ("Your credit balance is too low to access the Anthropic API. "
                       "Please go to Plans & Billing to upgrade or purchase credits.")

@@ -30,6 +30,7 @@ DEFAULT_LIST_LIMIT = 20
 
 
 FILE_REF = re.compile(rb'"file_id"\s*:')  # a request with a Files API source
+CREATE_FAULTS = ("foreign_batch", "create_overloaded")
 
 
 def _throttle(app: "App") -> None:
@@ -81,10 +82,18 @@ def create(app: "App", request: Request) -> Response:
     except ApiError:
         spool.unlink(missing_ok=True)
         raise
-    del text
     if count == 0:
         spool.unlink(missing_ok=True)
         raise bad_request("requests: List should have at least 1 item after validation, not 0")
+    fault = app.faults.first(CREATE_FAULTS, batch_id, batch_id)
+    if fault is not None and fault.kind == "foreign_batch":
+        # Another client of the workspace creates a batch of the same size first; ours is refused (529).
+        spool.unlink(missing_ok=True)
+        foreign_id, foreign_spool = app.store.new_spool()
+        foreign = ((f"foreign-{cid}"[:64], params) for cid, params in _checked(iter_requests(text)))
+        app.store.add(foreign_id, foreign_spool, spool_requests(foreign_spool, foreign))
+        raise ApiError(529, "overloaded_error", "Overloaded", fault="foreign_batch")
+    del text
     queued = app.store.queued()
     if queued + count > app.config.batch_queue_limit:
         spool.unlink(missing_ok=True)
@@ -93,6 +102,9 @@ def create(app: "App", request: Request) -> Response:
                        f"{app.config.batch_queue_limit} ({queued} queued, {count} submitted). "
                        "Wait for batches to finish before creating more.", [("retry-after", "60")])
     batch = app.store.add(batch_id, spool, count)
+    if fault is not None and fault.kind == "create_overloaded":
+        # The batch exists, but the answer is a 529: the client cannot know whether it was created.
+        raise ApiError(529, "overloaded_error", "Overloaded", fault="create_overloaded")
     return Response.json(app.store.to_json(batch, request.base_url), batch_id=batch.id, requests=count)
 
 
@@ -179,5 +191,9 @@ def results(app: "App", request: Request) -> Response:
     if batch.archived_at is not None:
         raise not_found(f"results of message_batch {batch.id!r} are no longer available: it was archived "
                         "29 days after creation")
+    glitch = app.config.results_not_found_after_end
+    if glitch > 0 and app.clock.now() - batch.ended_at < glitch:
+        raise ApiError(404, "not_found_error", f"message_batch {batch.id!r} was not found",
+                       fault="results_not_found_after_end")
     chunks = app.store.results(batch)
     return Response(200, chunks, "application/x-jsonl", batch_id=batch.id)

@@ -24,6 +24,8 @@ import os
 import re
 import sys
 from collections import Counter
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,12 @@ from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import BatchState, RunState, record
 from batchpilot.core.progress import Progress
 from batchpilot.core.clock import now_iso
+from batchpilot.executors.batch.poll import Backoff
 from batchpilot.executors.batch.shards import shard_id_set
 
 DOWNLOAD_ATTEMPTS = 3
+RESULTS_404_WINDOW = timedelta(minutes=10)  # server time after `ended_at` a results 404 is taken for a glitch
+ARCHIVE_AGE = timedelta(days=29)
 FETCH_CHUNK = 1 << 16  # bigger reads than httpx's default: fewer Python-level iterations per MB
 SAMPLE_IDS = 20
 _RESULT_HEAD = re.compile(rb'^\{"custom_id":"([A-Za-z0-9_-]{1,64})","result":\{"type":"([a-z_]+)"')
@@ -63,7 +68,40 @@ def fetch_batch(client: Any, run_dir: Path, state: RunState, batch: BatchState, 
         archived = _download(client, run_dir, batch, raw, progress)
         if archived:
             return _record_archived(run_dir, batch, progress)
+    if batch.reconciled and not _carries_shard_ids(run_dir, state, batch, raw):
+        return _disown(run_dir, state, batch, raw, progress)
     return _record(run_dir, state, batch, raw, results, progress)
+
+
+def _carries_shard_ids(run_dir: Path, state: RunState, batch: BatchState, raw: Path) -> bool:
+    """Whether a downloaded batch's results name only its shard's custom_ids (a reconciled batch must)."""
+    round_ = state.rounds[batch.round]
+    expected = shard_id_set(Path(run_dir) / round_.source, round_.shards[batch.shard - 1])
+    with open(raw, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            head = _RESULT_HEAD.match(line)
+            custom_id = head.group(1) if head else str(json.loads(line).get("custom_id")).encode()
+            if custom_id not in expected:
+                return False
+    return True
+
+
+def _disown(run_dir: Path, state: RunState, batch: BatchState, raw: Path, progress: Progress) -> dict:
+    """A reconcile adopted another job's batch of the same size: forget it, record none of its results, and
+    let the shard be created again (the create it stood for never made a batch)."""
+    progress.warn(f"batch {batch.id}, adopted after a create's answer was lost, holds another job's requests; "
+                  f"ignoring it and creating round {batch.round} shard {batch.shard} again")
+    record(run_dir, "batch_disowned", round=batch.round, shard=batch.shard, batch_id=batch.id,
+           reason="its results carry other custom_ids")
+    raw.unlink(missing_ok=True)
+    state.batches.pop(batch.id, None)
+    state.disowned.add(batch.id)
+    shard = state.rounds[batch.round].shards[batch.shard - 1]
+    shard.batch_id, shard.refused = None, len(shard.intents)
+    return {"batch_id": batch.id, "round": batch.round, "lines": 0, "counts": {}, "errors": {}, "messages": {},
+            "missing": 0, "missing_ids": [], "unexpected": 0, "duplicates": 0, "disowned": True}
 
 
 def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress: Progress) -> bool:
@@ -73,17 +111,24 @@ def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress
     part = raw.with_name(raw.name + ".part")
     last_error: Exception | None = None
     transport = _transport_errors(client)
-    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+    attempt = 0
+    pause = Backoff(False)
+    while attempt < DOWNLOAD_ATTEMPTS:
+        attempt += 1
         try:
             lines, size = _stream_to(client, batch.id, part)
         except anthropic.NotFoundError as exc:
-            # Archived results answer the API's own not_found_error body. A 404 in any other shape (an HTML
-            # page: ANTHROPIC_BASE_URL points at something else) must not turn every item into `missing`.
+            # A 404 in any other shape than the API's not_found_error (an HTML page: ANTHROPIC_BASE_URL points
+            # at something else) must not turn every item into `missing`.
             body = exc.body if isinstance(exc.body, dict) else {}
             inner = body.get("error") if isinstance(body.get("error"), dict) else body
-            if inner.get("type") == "not_found_error":
+            if inner.get("type") != "not_found_error":
+                raise describe_api_error(exc) from None
+            if _archived(client, batch, exc, progress):
                 return True
-            raise describe_api_error(exc) from None
+            attempt -= 1  # a propagation glitch is not a broken download: wait, and ask again
+            pause.sleep()
+            continue
         except (anthropic.APIConnectionError, anthropic.APIStatusError, _Incomplete, *transport) as exc:
             if isinstance(exc, anthropic.APIStatusError) and exc.status_code < 500 and exc.status_code != 429:
                 raise describe_api_error(exc) from None
@@ -101,6 +146,56 @@ def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress
     part.unlink(missing_ok=True)
     raise BatchpilotError(f"results of batch {batch.id}: {DOWNLOAD_ATTEMPTS} downloads failed ({describe(last_error)})",
                           "re-run `batchpilot fetch RUN`; finished downloads are kept")
+
+
+def _archived(client: Any, batch: BatchState, exc: Any, progress: Progress) -> bool:
+    """Whether a results 404 means the batch is archived: only when the API says so (`archived_at`) or the
+    batch is past the 29-day mark. A 404 within RESULTS_404_WINDOW of `ended_at` is the propagation glitch
+    the real API shows (anthropic-sdk-python issue 1432): False, and the caller asks again. Past the window
+    without either sign it raises, so no paid result is ever recorded missing because of a 404.
+
+    Times are the server's (its `Date` header against the batch's own timestamps), so the window follows the
+    emulator's clock and no clock skew of ours shortens it. Archiving: the results are available for 29 days
+    after creation, https://docs.claude.com/en/docs/build-with-claude/batch-processing ;
+    `archived_at`: https://docs.claude.com/en/api/retrieving-message-batches
+    """
+    server_now = _server_time(getattr(exc, "response", None))
+    archived_at, created_at, ended_at = None, _parse(batch.created_at), _parse((batch.ended or {}).get("ended_at"))
+    try:
+        info = client.messages.batches.retrieve(batch.id)
+        archived_at = getattr(info, "archived_at", None)
+        created_at = getattr(info, "created_at", None) or created_at
+        ended_at = getattr(info, "ended_at", None) or ended_at
+    except Exception:  # the retrieve may glitch too; the journal's timestamps stand in
+        pass
+    if archived_at is not None or (created_at is not None and server_now - created_at >= ARCHIVE_AGE):
+        return True
+    since_end = server_now - (ended_at or server_now)
+    if since_end > RESULTS_404_WINDOW:
+        raise BatchpilotError(
+            f"results of batch {batch.id} still answer 404 {since_end.total_seconds() / 60:.0f} min after it ended, "
+            "though the API does not say it is archived",
+            "re-run `batchpilot fetch RUN` later; no result is marked missing until the API says the batch is archived")
+    if not batch.downloaded:
+        progress.warn(f"results of {batch.id}: 404 {since_end.total_seconds():.0f} s after the batch ended "
+                      "(a known API delay); asking again")
+    return False
+
+
+def _server_time(response: Any) -> datetime:
+    """The server's clock from a response's `Date` header (our own clock when it has none)."""
+    header = response.headers.get("date") if response is not None else None
+    try:
+        return parsedate_to_datetime(header) if header else datetime.now(timezone.utc)
+    except (TypeError, ValueError):
+        return datetime.now(timezone.utc)
+
+
+def _parse(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
 
 
 class _Incomplete(Exception):

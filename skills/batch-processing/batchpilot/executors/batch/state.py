@@ -6,8 +6,9 @@ journal from which the next one knows exactly what happened and what is unknown:
 | event | fields | written |
 |---|---|---|
 | `round_planned` | round, source, requests, shards [{shard, start, end, requests, bytes, sha256}], ok_before, selected | before any create of the round |
-| `submit_intent` | round, shard, attempt, requests, bytes, sha256 | before each create POST |
+| `submit_intent` | round, shard, attempt, requests, bytes, sha256, at | before each create POST |
 | `batch_created` | round, shard, batch_id, requests, created_at, expires_at, reconciled | after the create answered (or a reconcile found it) |
+| `batch_disowned` | round, shard, batch_id, reason | a reconciled batch's results carried other custom_ids: not ours, the shard is created again |
 | `create_rejected` | round, shard, status, message | after a 400/413: nothing was created, the shard is bad |
 | `create_refused` | round, shard, status | after a 429/401/402/403: nothing was created, try again later |
 | `batch_ended` | batch_id, processing_status, request_counts, ended_at | the first poll that saw it ended |
@@ -73,6 +74,7 @@ class BatchState:
     recording: int | None = None  # results.jsonl offset of an unfinished recording
     recorded: dict | None = None
     cancel_requested: bool = False
+    reconciled: bool = False  # adopted by a reconcile: its results must carry exactly the shard's custom_ids
 
 
 @dataclass
@@ -93,6 +95,7 @@ class RunState:
     batches: dict[str, BatchState] = field(default_factory=dict)
     canceled: bool = False
     stopped: dict | None = None
+    disowned: set[str] = field(default_factory=set)  # adopted by a reconcile, then found to be another job's
 
     @property
     def current(self) -> RoundState | None:
@@ -117,7 +120,8 @@ class RunState:
         return all(s.rejected is not None or (s.batch_id and self.batches[s.batch_id].recorded) for s in shards)
 
     def claimed_ids(self) -> set[str]:
-        return set(self.batches)
+        """Batches a reconcile must never adopt: this run's, and the ones it found to be another job's."""
+        return set(self.batches) | self.disowned
 
 
 def load_state(run_dir: Path) -> RunState:
@@ -135,7 +139,14 @@ def load_state(run_dir: Path) -> RunState:
             shard = state.shard(ev["round"], ev["shard"])
             shard.batch_id = ev["batch_id"]
             state.batches[ev["batch_id"]] = BatchState(ev["batch_id"], ev["round"], ev["shard"], ev["requests"],
-                                                       ev.get("created_at"), ev.get("expires_at"))
+                                                       ev.get("created_at"), ev.get("expires_at"),
+                                                       reconciled=bool(ev.get("reconciled")))
+        elif kind == "batch_disowned":
+            shard = state.shard(ev["round"], ev["shard"])
+            state.batches.pop(ev["batch_id"], None)
+            state.disowned.add(ev["batch_id"])
+            shard.batch_id = None
+            shard.refused = len(shard.intents)  # the adopted batch was not this create's: nothing of ours exists
         elif kind == "create_rejected":
             state.shard(ev["round"], ev["shard"]).rejected = ev
         elif kind == "create_refused":

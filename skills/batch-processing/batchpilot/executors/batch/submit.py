@@ -8,10 +8,15 @@ or this process killed between "sent" and "journaled") may or may not have made 
 3. On an answer: journal `batch_created`. On a definitive refusal: a 429 (rate or processing-queue limit)
    journals `create_refused` and the shard waits; a 400/413 journals `create_rejected` and stops with the
    API's message; 401/402/403 stop with the API's message.
-4. On an ambiguous failure, or on restart with an intent and no outcome: *reconcile* — list the account's
-   batches created since the shard's first intent (less a clock-skew margin), not claimed by this run, with
-   the shard's request count. One match: adopt it (`batch_created`, reconciled). None: create again, under a
-   new intent. Two or more: stop with an error naming them — guessing could bill a job twice.
+4. On an ambiguous failure (no answer, a timeout, any 5xx including 529, a 408/409: `may_have_created`), or
+   on restart with an intent and no outcome: *reconcile* — list the account's batches created since the
+   shard's first intent (its journaled time, less a clock-skew margin), not claimed by this run, with the
+   shard's request count. One match: adopt it (`batch_created`, reconciled), provisionally: when it ends,
+   fetch checks that its results carry exactly the shard's custom_ids, and a batch of another job is
+   disowned (`batch_disowned`, its results never recorded) and the shard created again. None: create
+   again, under a new intent. Two or more: stop with an error naming them — guessing could bill a job
+   twice. A list that fails (429, 5xx, no connection) is retried; it never settles the intent as "not
+   created" (`reconcile_patiently`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from batchpilot.core import crash
 from batchpilot.api.client import describe_api_error
 from batchpilot.api.failures import api_message, describe
+from batchpilot.core.clock import now_iso
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import BatchState, RunState, ShardState, load_state, record
 from batchpilot.core.progress import Progress
@@ -33,6 +39,7 @@ from batchpilot.executors.uploads import beta_headers
 
 CLOCK_SKEW = timedelta(minutes=10)  # our clock vs the API's, when matching created_at against an intent
 MAX_CREATE_ATTEMPTS = 5
+RECONCILE_ATTEMPTS = 6
 LIST_PAGE = 100
 
 
@@ -77,7 +84,7 @@ def submit_pending(client: Any, run_dir: Path, progress: Progress) -> SubmitResu
     for shard in state.pending():
         source = run_dir / state.rounds[shard.round].source
         if shard.unknown:
-            found = reconcile(client, run_dir, state, shard, progress)
+            found = reconcile_patiently(client, run_dir, state, shard, progress)
             if found:
                 result.reconciled.append(found)
                 continue
@@ -102,34 +109,25 @@ def _create_with_reconcile(client: Any, run_dir: Path, state: RunState, shard: S
     creator = client.with_options(max_retries=0)
     for attempt in range(MAX_CREATE_ATTEMPTS):
         number = len(shard.intents) + 1
+        # The time bounds what a reconcile may adopt: only a batch created after this intent (less clock skew).
         intent = {"round": shard.round, "shard": shard.shard, "attempt": number, "requests": shard.requests,
-                  "bytes": shard.bytes, "sha256": shard.sha256}
+                  "bytes": shard.bytes, "sha256": shard.sha256, "at": now_iso()}
         record(run_dir, "submit_intent", **intent)
         shard.intents.append(intent)
         body = ShardBody(source, shard)
         try:
             batch = creator.post("/v1/messages/batches", cast_to=MessageBatch, content=body,
                                  options={"headers": {"Content-Type": "application/json", **beta_headers(run_dir)}})
-        except (anthropic.APIConnectionError, anthropic.InternalServerError) as exc:
+        except anthropic.APIError as exc:
+            if not may_have_created(exc):
+                _refused(run_dir, shard, exc)
             progress.warn(f"round {shard.round} shard {shard.shard}: create failed ambiguously ({describe(exc)}); "
                           "checking whether the batch exists before trying again")
             time.sleep(min(8.0, 0.5 * 2 ** attempt))
-            found = reconcile(client, run_dir, state, shard, progress)
+            found = reconcile_patiently(client, run_dir, state, shard, progress)
             if found:
                 return found
             continue
-        except anthropic.APIStatusError as exc:
-            if exc.status_code == 429:
-                raise
-            if exc.status_code in (400, 413, 422):
-                record(run_dir, "create_rejected", round=shard.round, shard=shard.shard, status=exc.status_code,
-                       message=api_message(exc))
-                hint = ("lower BATCHPILOT_MAX_BATCH_BYTES so shards are smaller, then prepare a new run"
-                        if exc.status_code == 413 else "fix the requests (see the message), prepare a new run, and submit it")
-                raise BatchpilotError(f"the API rejected batch round {shard.round} shard {shard.shard} "
-                                      f"({exc.status_code}): {api_message(exc)}", hint) from None
-            record(run_dir, "create_refused", round=shard.round, shard=shard.shard, status=exc.status_code)
-            raise describe_api_error(exc) from None
         finally:
             body.close()
         crash.point("after-create-before-journal")
@@ -139,13 +137,65 @@ def _create_with_reconcile(client: Any, run_dir: Path, state: RunState, shard: S
                           "without an answer", "check the network or the API status, then re-run; nothing is created twice")
 
 
+def may_have_created(exc: Exception) -> bool:
+    """Whether a failed create may still have made a batch: no answer (timeout, dropped connection), any 5xx
+    (529 included: under SDK 1.x OverloadedError is no InternalServerError), 408 or 409. Only another 4xx
+    says for certain that nothing was created."""
+    import anthropic  # only reached after a create failed: the SDK is loaded already
+
+    if isinstance(exc, anthropic.APIConnectionError):  # APITimeoutError is one too
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(exc, anthropic.APIStatusError) and status is not None and (status >= 500 or status in (408, 409))
+
+
+def _refused(run_dir: Path, shard: ShardState, exc: Any) -> None:
+    """Journal a definitive refusal of a create (nothing was created) and raise: a 429 as it came (the shard
+    waits), a 400/413/422 as a rejection of the shard, anything else as the API's Error/Hint."""
+    status = getattr(exc, "status_code", None)
+    if status == 429:
+        raise exc
+    if status in (400, 413, 422):
+        record(run_dir, "create_rejected", round=shard.round, shard=shard.shard, status=status, message=api_message(exc))
+        hint = ("lower BATCHPILOT_MAX_BATCH_BYTES so shards are smaller, then prepare a new run"
+                if status == 413 else "fix the requests (see the message), prepare a new run, and submit it")
+        raise BatchpilotError(f"the API rejected batch round {shard.round} shard {shard.shard} "
+                              f"({status}): {api_message(exc)}", hint) from None
+    record(run_dir, "create_refused", round=shard.round, shard=shard.shard, status=status)
+    raise describe_api_error(exc) from None
+
+
+def reconcile_patiently(client: Any, run_dir: Path, state: RunState, shard: ShardState, progress: Progress) -> str | None:
+    """`reconcile`, retried while listing the batches fails (429, 5xx, no connection): an unanswered list
+    says nothing about the create, so the intent stays unknown and nothing is created until a list answers."""
+    import anthropic  # API commands only: the SDK stays off the start-up path of the others
+
+    for attempt in range(1, RECONCILE_ATTEMPTS + 1):
+        try:
+            return reconcile(client, run_dir, state, shard, progress)
+        except anthropic.APIError as exc:
+            status = getattr(exc, "status_code", None)
+            if not isinstance(exc, anthropic.APIConnectionError) and status != 429 and (status or 0) < 500:
+                raise
+            if attempt == RECONCILE_ATTEMPTS:
+                raise BatchpilotError(
+                    f"round {shard.round} shard {shard.shard}: cannot check whether its batch was created "
+                    f"(listing batches failed {attempt} times: {describe(exc)})",
+                    "re-run the same command when the API answers again; nothing is created before that check "
+                    "succeeds") from None
+            progress.warn(f"round {shard.round} shard {shard.shard}: listing batches failed ({describe(exc)}); "
+                          "checking again")
+            time.sleep(min(8.0, 0.5 * 2 ** attempt))
+    return None
+
+
 def _adopt(run_dir: Path, state: RunState, shard: ShardState, batch: Any, reconciled: bool) -> None:
     record(run_dir, "batch_created", round=shard.round, shard=shard.shard, batch_id=batch.id,
            requests=shard.requests, created_at=_iso(batch.created_at), expires_at=_iso(batch.expires_at),
            reconciled=reconciled)
     shard.batch_id = batch.id
     state.batches[batch.id] = BatchState(batch.id, shard.round, shard.shard, shard.requests,
-                                         _iso(batch.created_at), _iso(batch.expires_at))
+                                         _iso(batch.created_at), _iso(batch.expires_at), reconciled=reconciled)
 
 
 def reconcile(client: Any, run_dir: Path, state: RunState, shard: ShardState, progress: Progress) -> str | None:
