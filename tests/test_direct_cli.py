@@ -47,7 +47,7 @@ def test_direct_with_emulate_writes_result_records_and_resumes_as_a_no_op(bp, tm
     records = results(run)
     assert len(records) == 12
     first = records[0]
-    assert set(first) == {"custom_id", "result", "attempt", "mode", "at"}
+    assert set(first) == {"custom_id", "result", "attempt", "mode", "at", "send"}  # send: its line in sends.jsonl
     assert first["attempt"] == 1 and first["mode"] == "direct"
     message = first["result"]["message"]
     assert first["result"]["type"] == "succeeded" and message["id"].startswith("msg_") and message["usage"]["input_tokens"] > 0

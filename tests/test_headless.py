@@ -225,7 +225,10 @@ def test_headless_real_cli_default_mode_and_resume(bp, tmp_path):
     run = prepare(bp, tmp_path, n=2)
     body = (f'"$PY" -m batchpilot headless "{run}" --claude "{claude}" --parallel 2 > "$WORK/r1.json"\n'
             f'"$PY" -m batchpilot headless "{run}" --claude "{claude}" > "$WORK/r2.json"')
-    proc = sandbox(tmp_path, body)
+    # Least privilege: a request that offers a tool beyond Read gets a text answer, which would not succeed.
+    offered = [{"when": {"tool": tool}, "reply": {"text": f"{tool} was offered"}}
+               for tool in ("Bash", "Edit", "Write", "WebFetch", "WebSearch")]
+    proc = sandbox(tmp_path, body, offered)
     assert proc.returncode == 0, proc.stderr
     first, second = (json.loads((tmp_path / f).read_text()) for f in ("r1.json", "r2.json"))
     assert first["counts"]["succeeded"] == 2 and second["attempted"] == 0 and second["already_done"] == 2

@@ -9,9 +9,9 @@ StructuredOutput tool. `--output-format json` prints one result object; what mat
   recorded and judged like any answer, usually as invalid;
 * `is_error`, `subtype`, `api_error_status` — failures: errored records with an API-style error type, so
   merge and retry treat them like the other executors' (`error_max_structured_output_retries` included);
-* `total_cost_usd`, `usage` — kept on the record; `--max-cost` stops launching new items once the costs
-  reported by this invocation reach it (items already running finish, so it can be exceeded by at most
-  `parallel - 1` items);
+* `total_cost_usd`, `usage` — kept on the record; `--max-cost` is the run's budget: it stops launching new
+  items once the costs reported for the run (earlier invocations included) reach it (items already running
+  finish, so it can be exceeded by at most `parallel - 1` items);
 * `result: "Not logged in ..."` — an account problem, not an item's: nothing is recorded for it, no new
   item starts, and the command ends with an Error/Hint.
 
@@ -45,6 +45,7 @@ from batchpilot.api.failures import error_type_for_status
 from batchpilot.rundir.records import errored, result_record
 from batchpilot.rundir.journal import journal
 from batchpilot.rundir.lock import holds_run_lock
+from batchpilot.executors.direct.budget import billed_so_far
 
 CLAUDE_ENV = "BATCHPILOT_CLAUDE"
 DEFAULT_CLAUDE = "claude"
@@ -52,6 +53,8 @@ DEFAULT_PARALLEL = 4
 DEFAULT_TIMEOUT = 600.0
 MAX_LISTED_ERRORS = 10
 NOT_LOGGED_IN = "not logged in"
+HEADLESS_TOOLS = "Read"  # the built-in tools a call may use (see claude_command)
+SCRATCH_DIR = "headless-cwd"  # each call's working directory: empty, inside the run, not the user's project
 
 
 def find_claude(flag: str | None = None) -> str:
@@ -69,9 +72,15 @@ def find_claude(flag: str | None = None) -> str:
 
 
 def claude_command(claude: str, schema: dict, model: str | None, bare: bool) -> list[str]:
-    """argv of one call: print mode, JSON result, the schema; the prompt itself goes on stdin."""
+    """argv of one call: print mode, JSON result, the schema; the prompt itself goes on stdin.
+
+    Items are untrusted input, so each call gets the least it needs: the item is inlined in the prompt and
+    the answer comes back through the StructuredOutput tool, so of the built-in tools only `Read` is offered
+    (`--tools`: no Bash, no Edit or Write, no web tools), and no MCP server from the user's configuration
+    (`--strict-mcp-config`). Flags: https://docs.claude.com/en/docs/claude-code/cli-reference
+    """
     cmd = [claude, "-p", "--output-format", "json", "--json-schema", json.dumps(schema, separators=(",", ":")),
-           "--no-session-persistence"]
+           "--no-session-persistence", "--tools", HEADLESS_TOOLS, "--strict-mcp-config"]
     if model:
         cmd += ["--model", model]
     if bare:
@@ -191,6 +200,9 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
     run = view.run_dir
     model = model or view.manifest.get("model")
     cmd = claude_command(executable, view.schema, model, bare)
+    if cwd is None:  # not the user's project: Claude Code reads CLAUDE.md and settings from where it starts
+        (run / SCRATCH_DIR).mkdir(exist_ok=True)
+        cwd = str(run / SCRATCH_DIR)
     states = scan_outcomes(view)
     todo, total = [], 0
     for item, params in iter_prepared(run):
@@ -200,6 +212,8 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
             todo.append((item["custom_id"], params, item))
     journal(run, "headless_started", pending=len(todo), parallel=parallel, model=model)
     tally = HeadlessTally()
+    # The budget is the run's: what claude reported for the run's earlier items counts against --max-cost.
+    tally.spent_before = billed_so_far(run, None)[0]
     pool = Pool()
     stopped: str | None = None
     with ThreadPoolExecutor(max_workers=parallel) as executor:
@@ -207,6 +221,8 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
         queue = iter(todo)
         try:
             while True:
+                if stopped is None and max_cost is not None and tally.spent_before + tally.cost >= max_cost:
+                    stopped = "budget"  # the run's earlier invocations already spent it
                 while stopped is None and len(running) < parallel:
                     nxt = next(queue, None)
                     if nxt is None:
@@ -231,7 +247,7 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
                     tally.add(cid, result, view)
                     if progress:
                         progress(tally.done, len(todo))
-                if stopped is None and max_cost is not None and tally.cost >= max_cost:
+                if stopped is None and max_cost is not None and tally.spent_before + tally.cost >= max_cost:
                     stopped = "budget"
         except BaseException:
             pool.kill_all()
@@ -251,6 +267,8 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
         "attempted": tally.done,
         "counts": tally.counts(),
         "cost_usd": round(tally.cost, 6),
+        "run_spent_usd": round(tally.spent_before + tally.cost, 6),
+        "budget_left_usd": None if max_cost is None else round(max(0.0, max_cost - tally.spent_before - tally.cost), 6),
         "stopped": stopped,
         "not_started": len(todo) - tally.done - tally.logged_out,
         "errors": tally.errors,
@@ -265,6 +283,7 @@ class HeadlessTally:
     done: int = 0
     logged_out: int = 0
     cost: float = 0.0
+    spent_before: float = 0.0  # what the run's earlier invocations reported
     succeeded: int = 0
     invalid: int = 0
     errored: int = 0

@@ -6,6 +6,11 @@ plus its own worst case stays within `max_cost`. After the answer the hold is dr
 from `usage` at standard prices, is charged. So the guard never overspends, whatever the answers turn out
 to be.
 
+The budget is the run's, not one invocation's: `billed_so_far` adds up what earlier invocations recorded
+(results.jsonl) and the worst case of what they sent without recording an answer (sends.jsonl: a process
+killed with requests in flight may have been billed for them), so `--max-cost` holds across resumes,
+crashes and retry rounds.
+
 The input-token estimate (characters / 4, `batchpilot.core.tokens`) is not the API's tokenizer. Answers tell us
 how far off it is: the limiter reserves estimate x the mean ratio seen (pacing), and the cost guard assumes
 estimate x the largest ratio seen x COST_MARGIN (x INITIAL_COST_RATIO before the first answer), so a low
@@ -18,6 +23,7 @@ import math
 from pathlib import Path
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.files import iter_jsonl
 from batchpilot.core.models import CACHE_WRITE_1H, CACHE_WRITE_5M, Prices, cost_usd
 from batchpilot.core.tokens import request_segments
 
@@ -55,10 +61,11 @@ def run_prices(manifest: dict, run_dir: Path) -> Prices:
 class Budget:
     """Money spent and held against `max_cost` (None: no limit), and the measured estimate ratios."""
 
-    def __init__(self, prices: Prices, max_cost: float | None):
+    def __init__(self, prices: Prices, max_cost: float | None, spent_before: float = 0.0):
         self.prices = prices
         self.max_cost = max_cost
-        self.spent = 0.0
+        self.spent_before = spent_before  # what earlier invocations of this run billed (or may have)
+        self.spent = 0.0  # what this invocation billed
         self.held = 0.0
         self.ratio_sum, self.ratio_count, self.ratio_max = 0.0, 0, 0.0  # counted / estimated input tokens
 
@@ -69,7 +76,11 @@ class Budget:
 
     def fits(self, worst: float) -> bool:
         """Whether a request of this worst case may be sent now."""
-        return self.max_cost is None or self.spent + self.held + worst <= self.max_cost + EPSILON_USD
+        return self.max_cost is None or self.spent_before + self.spent + self.held + worst <= self.max_cost + EPSILON_USD
+
+    def left(self) -> float | None:
+        """USD of `max_cost` the run has left (None: no limit)."""
+        return None if self.max_cost is None else max(0.0, self.max_cost - self.spent_before - self.spent)
 
     def pace_tokens(self, estimate: int) -> int:
         """Input tokens to reserve at the rate limiter: the estimate corrected by the mean ratio seen."""
@@ -92,3 +103,40 @@ class Budget:
             self.ratio_sum += ratio
             self.ratio_count += 1
             self.ratio_max = max(self.ratio_max, ratio)
+
+
+SENDS_FILE = "sends.jsonl"
+
+
+def billed_so_far(run_dir: Path, prices: Prices | None) -> tuple[float, float]:
+    """(USD the run's recorded answers cost, USD that sends without a recorded answer may have cost).
+
+    The first is each result record's own cost (`cost_usd`, as headless records it) or its `usage` at the
+    price of the mode that bought it (batch lines at the batch discount). The second is the worst case of
+    every send in `sends.jsonl` that neither a result record nor an `answered` line accounts for: a request
+    in flight when the process was killed may have been billed, so it counts against `--max-cost`.
+    """
+    run_dir = Path(run_dir)
+    recorded, answered = 0.0, set()
+    for record in iter_jsonl(run_dir / "results.jsonl"):
+        if record.get("send"):
+            answered.add(record["send"])
+        result = record.get("result") if isinstance(record.get("result"), dict) else {}
+        own = result.get("cost_usd", record.get("cost_usd"))
+        if isinstance(own, (int, float)) and not isinstance(own, bool):
+            recorded += float(own)
+            continue
+        message = result.get("message") if isinstance(result.get("message"), dict) else {}
+        usage = message.get("usage") if isinstance(message.get("usage"), dict) else None
+        if usage and prices is not None:
+            recorded += cost_usd(prices, usage, batch=record.get("mode") == "batch")
+    unanswered: dict[str, float] = {}
+    for line in iter_jsonl(run_dir / SENDS_FILE):
+        send = line.get("send")
+        if not isinstance(send, str):
+            continue
+        if line.get("answered"):
+            answered.add(send)
+        elif isinstance(line.get("worst_usd"), (int, float)):
+            unanswered[send] = float(line["worst_usd"])
+    return recorded, sum(usd for send, usd in unanswered.items() if send not in answered)

@@ -29,16 +29,19 @@ Every result record is a Message Batches result line plus `attempt`, `mode` and 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from batchpilot.executors.direct.budget import Budget, run_prices
+from batchpilot.executors.direct.budget import SENDS_FILE, Budget, billed_so_far, run_prices
 from batchpilot.api.failures import Failure, account_error, backoff, classify
 from batchpilot.executors.direct.jobs import JobQueue, PendingRequest, ResultWriter, iter_jobs, read_ledger, sendable
 from batchpilot.executors.direct.progress import DirectTally, tick
+from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.progress import Progress
 from batchpilot.executors.direct.limiter import Limiter, Limits, Reservation
 from batchpilot.rundir.records import result_record
@@ -52,6 +55,7 @@ DEFAULT_CONCURRENCY = 32
 DEFAULT_MAX_ATTEMPTS = 5
 MAX_RATE_LIMITED = 20  # 429s one item may take before it is recorded as errored (a limiter that cannot settle)
 REQUEST_TIMEOUT = 600.0  # explicit, which also lifts the SDK's "streaming is required" guard for large max_tokens
+OUTAGE_AFTER = 8  # requests in a row without an answer (no connection, timeout): the API is down, stop sending
 INTERRUPT_GRACE = 10.0  # seconds in-flight requests get to finish after Ctrl-C
 PROBE_WAIT = 5.0  # longest we send one request at a time while waiting for the first response's headers
 
@@ -67,7 +71,9 @@ class DirectExecutor:
         # caller chose them (an invalid answer is a success to be repaired).
         self.requests_file = Path(requests_file) if requests_file else None
         manifest = open_run(self.run_dir)
-        self.budget = Budget(run_prices(manifest, self.run_dir), max_cost)
+        prices = run_prices(manifest, self.run_dir)
+        recorded, maybe = billed_so_far(self.run_dir, prices)
+        self.budget = Budget(prices, max_cost, recorded + maybe)
         self.client = client
         self.flags = limits or Limits()
         self.limiter = Limiter(self.flags.rpm, self.flags.itpm, self.flags.otpm)
@@ -78,13 +84,17 @@ class DirectExecutor:
         self.interrupt_grace = interrupt_grace
         self.results_path = self.run_dir / "results.jsonl"
         self.writer = ResultWriter(self.results_path)
+        self.sends = ResultWriter(self.run_dir / SENDS_FILE)  # each send journaled (fsynced) before it goes out
+        self.send_ids = itertools.count(1)
+        self.connection_failures = 0  # in a row, across all requests: OUTAGE_AFTER of them stop the run
         self.tally = DirectTally(int(manifest.get("item_count") or 0))
         self.queue = JobQueue(iter(()))
         self.inflight: dict[asyncio.Task, PendingRequest] = {}
         self.wake = asyncio.Event()
         # Outcome.
-        self.stopping: str | None = None  # interrupted | max_cost | account_error | crashed
+        self.stopping: str | None = None  # interrupted | max_cost | account_error | outage | crashed
         self.fatal: Failure | None = None
+        self.outage: Failure | None = None
         self.crash: BaseException | None = None
         self.interrupts = 0
 
@@ -155,10 +165,14 @@ class DirectExecutor:
         import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
         job.sends += 1
-        job.responded = False
+        job.responded = job.recorded = False
+        job.send_id = f"{os.getpid()}-{next(self.send_ids)}"
         self.tally.sent += 1
         required, extra = sendable(job.params)
         try:
+            # Journaled before it goes out: if this process dies with it in flight, the next one counts its
+            # worst case against --max-cost (budget.billed_so_far), because the API may have billed it.
+            await self.sends.write({"send": job.send_id, "custom_id": job.custom_id, "worst_usd": round(worst, 8)})
             try:
                 raw = await self.client.messages.with_raw_response.create(
                     **required, extra_body=extra or None, timeout=REQUEST_TIMEOUT)
@@ -166,6 +180,8 @@ class DirectExecutor:
             except anthropic.APIError as exc:
                 job.responded = True
                 await self._failed(job, reservation, classify(exc, REQUEST_TIMEOUT))
+                if not job.recorded:  # answered without a record (a retry to come, a 429): it billed nothing
+                    await self.sends.write({"send": job.send_id, "answered": True})
                 return
             job.responded = True
             await self._succeeded(job, reservation, raw)
@@ -190,8 +206,10 @@ class DirectExecutor:
         self.limiter.settle(reservation, counted_input, int(usage.get("output_tokens") or 0))
         self.limiter.observe(raw.headers)
         self.budget.charge(usage, job.input_tokens)
+        self.connection_failures = 0
         await self.writer.write(result_record(job.custom_id, {"type": "succeeded", "message": body}, job.attempt,
-                                              "direct"))
+                                              "direct", send=job.send_id))
+        job.recorded = True
         self.tally.answered(usage)
 
     async def _failed(self, job: PendingRequest, reservation: Reservation, failure: Failure) -> None:
@@ -213,6 +231,15 @@ class DirectExecutor:
                 self.fatal = failure
             self._stop("account_error")
             return
+        if failure.type in ("connection_error", "timeout_error"):
+            self.connection_failures += 1
+            if self.connection_failures >= OUTAGE_AFTER:
+                self._stop("outage")
+            if self.stopping == "outage":
+                self.outage = failure
+                return  # not an item failure: the item stays unsent, and the resumed run sends it
+        else:
+            self.connection_failures = 0
         if failure.kind == "transient":
             job.failures += 1
             if job.failures < self.max_attempts and self.stopping is None:
@@ -223,7 +250,8 @@ class DirectExecutor:
 
     async def _record_error(self, job: PendingRequest, failure: Failure) -> None:
         result = {"type": "errored", "error": failure.error}  # the API's body as it came, request_id included
-        await self.writer.write(result_record(job.custom_id, result, job.attempt, "direct"))
+        await self.writer.write(result_record(job.custom_id, result, job.attempt, "direct", send=job.send_id))
+        job.recorded = True
         self.tally.errored[failure.type] += 1
 
     # ------------------------------------------------------------------ signals and the run
@@ -282,7 +310,20 @@ class DirectExecutor:
             raise self.crash
         if self.fatal is not None:
             raise account_error(self.fatal.type, self.fatal.message, next_command("direct", self.run_dir), self.fatal.status)
+        if self.stopping == "outage":
+            raise self._outage_error()
         return self._receipt(duration, not_run)
+
+    def _outage_error(self) -> BatchpilotError:
+        """The Error/Hint of a run stopped because the API stopped answering (OUTAGE_AFTER failures in a row)."""
+        base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        done = self.tally.already_done + self.tally.succeeded
+        why = self.outage.message if self.outage else "connection failed"
+        return BatchpilotError(
+            f"cannot reach the API at {base}: {OUTAGE_AFTER} requests in a row got no answer ({why}); sending "
+            f"stopped with {done} of {self.tally.total_items} item(s) answered",
+            f"check the network and the API status, then `{next_command('direct', self.run_dir)}` sends the rest "
+            "(answered items are kept and never sent again)")
 
     async def _drain(self) -> None:
         """Let in-flight requests finish; after an interrupt, only for the grace period."""
@@ -301,6 +342,8 @@ class DirectExecutor:
     def _receipt(self, duration: float, not_run: int) -> dict:
         return {"run": str(self.run_dir), "mode": "direct", **self.tally.receipt(duration, not_run),
                 "cost_usd": round(self.budget.spent, 6), "max_cost_usd": self.budget.max_cost,
+                "run_spent_usd": round(self.budget.spent_before + self.budget.spent, 6),
+                "budget_left_usd": None if self.budget.left() is None else round(self.budget.left(), 6),
                 "limits": self.limiter.describe(), "concurrency": self.concurrency, "stopped": self.stopping,
                 "files": {"results": str(self.results_path)}}
 

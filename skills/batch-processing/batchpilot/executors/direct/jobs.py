@@ -39,6 +39,8 @@ class PendingRequest:
     rate_limited: int = 0
     failures: int = 0
     responded: bool = False  # the HTTP call returned: the task is only recording now
+    send_id: str = ""  # the latest send's id in sends.jsonl (a result record names it)
+    recorded: bool = False  # the latest send's answer was recorded in results.jsonl
 
     @property
     def attempt(self) -> int:
