@@ -146,7 +146,8 @@ def test_a_429_returns_the_reservation_and_pauses_only_the_bucket_that_ran_out()
     assert name == "input_tokens"
     assert lim.buckets["input_tokens"].paused_until == pytest.approx(clock.t + 2.0)
     assert lim.buckets["requests"].paused_until == 0 and lim.buckets["output_tokens"].paused_until == 0
-    assert lim.buckets["requests"].level == pytest.approx(before["requests"] + 1)  # given back
+    # Given back, then synced to the server's count with no slack: a 429 means our copy ran ahead.
+    assert lim.buckets["requests"].level == pytest.approx(590)
     assert lim.buckets["input_tokens"].level == pytest.approx(200)  # synced down to the server's count
     assert lim.wait_time(10, 10) == pytest.approx(2.0)
     clock.advance(2.0)

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchpilot.executors.direct.budget import SENDS_FILE, Budget, billed_so_far, run_prices
+from batchpilot.executors.direct.budget import SENDS_FILE, Budget, SendLog, billed_so_far, run_prices
 from batchpilot.api.failures import Failure, account_error, backoff, classify
 from batchpilot.executors.direct.jobs import JobQueue, PendingRequest, ResultWriter, iter_jobs, read_ledger, sendable
 from batchpilot.executors.direct.progress import DirectTally, tick
@@ -84,7 +84,7 @@ class DirectExecutor:
         self.interrupt_grace = interrupt_grace
         self.results_path = self.run_dir / "results.jsonl"
         self.writer = ResultWriter(self.results_path)
-        self.sends = ResultWriter(self.run_dir / SENDS_FILE)  # each send journaled (fsynced) before it goes out
+        self.sends = SendLog(self.run_dir / SENDS_FILE)  # each send written down before it goes out
         self.send_ids = itertools.count(1)
         self.connection_failures = 0  # in a row, across all requests: OUTAGE_AFTER of them stop the run
         self.tally = DirectTally(int(manifest.get("item_count") or 0))
@@ -145,6 +145,11 @@ class DirectExecutor:
             await self._sleep(None)
         reservation = None
         input_tokens = self.budget.pace_tokens(job.input_tokens)
+        # Journaled before it can go out, and before the limiter's reservation (so no fsync sits between a
+        # reservation and its send): if this process dies with it in flight, the next one counts its worst
+        # case against --max-cost (budget.billed_so_far), because the API may have billed it.
+        job.send_id = f"{os.getpid()}-{next(self.send_ids)}"
+        self.sends.write({"send": job.send_id, "custom_id": job.custom_id, "worst_usd": round(worst, 8)})
         while self.stopping is None:
             reservation, wait = self.limiter.try_reserve(input_tokens, job.max_tokens)
             if reservation is not None:
@@ -153,6 +158,7 @@ class DirectExecutor:
         if self.stopping is not None:
             if reservation is not None:
                 self.limiter.release(reservation)
+            self.sends.write({"send": job.send_id, "answered": True})  # never sent: nothing billed
             return False
         self.budget.hold(worst)
         task = asyncio.ensure_future(self._run(job, reservation, worst))
@@ -166,13 +172,9 @@ class DirectExecutor:
 
         job.sends += 1
         job.responded = job.recorded = False
-        job.send_id = f"{os.getpid()}-{next(self.send_ids)}"
         self.tally.sent += 1
         required, extra = sendable(job.params)
         try:
-            # Journaled before it goes out: if this process dies with it in flight, the next one counts its
-            # worst case against --max-cost (budget.billed_so_far), because the API may have billed it.
-            await self.sends.write({"send": job.send_id, "custom_id": job.custom_id, "worst_usd": round(worst, 8)})
             try:
                 raw = await self.client.messages.with_raw_response.create(
                     **required, extra_body=extra or None, timeout=REQUEST_TIMEOUT)
@@ -181,7 +183,7 @@ class DirectExecutor:
                 job.responded = True
                 await self._failed(job, reservation, classify(exc, REQUEST_TIMEOUT))
                 if not job.recorded:  # answered without a record (a retry to come, a 429): it billed nothing
-                    await self.sends.write({"send": job.send_id, "answered": True})
+                    self.sends.write({"send": job.send_id, "answered": True})
                 return
             job.responded = True
             await self._succeeded(job, reservation, raw)
@@ -297,6 +299,7 @@ class DirectExecutor:
             try:
                 await self._drain()  # whatever happened, answers already paid for are recorded
             finally:
+                self.sends.close()
                 ticker.cancel()
                 if installed:
                     loop.remove_signal_handler(signal.SIGINT)

@@ -14,8 +14,9 @@ those buckets on the client, so the executor sends a request only when the serve
   server holds clearly less than we think (another client on the same key, or a run just before ours). The
   first response's `remaining` sets the level outright. We never raise a level from a header: requests we
   have reserved may not have reached the server yet;
-* a 429 gives the whole reservation back (the server took nothing) and pauses only the bucket that ran out,
-  for the `retry-after` the server asked.
+* a 429 gives the whole reservation back (the server took nothing), sets every bucket it reports to the
+  server's `remaining` (no slack: the server has just said we ran ahead), and pauses only the bucket that
+  ran out, for the `retry-after` the server asked.
 
 Pure: no I/O, time passed in (tests use a fake clock).
 """
@@ -31,8 +32,8 @@ from batchpilot.api.headers import lower_headers
 DIMENSIONS = ("requests", "input_tokens", "output_tokens")
 HEADER_NAMES = {"requests": "requests", "input_tokens": "input-tokens", "output_tokens": "output-tokens"}
 HEADER_PREFIX = "anthropic-ratelimit-"
-# The server's `remaining` must be this far below our level before we believe it over our own count: the
-# real API rounds token counts to thousands, and a header is a snapshot taken before it reached us.
+# The server's token `remaining` must be this far below our level before we believe it over our own count:
+# the real API rounds token counts to thousands. Request counts are exact: one request of slack.
 SYNC_SLACK_FRACTION = 0.02
 DEFAULT_RETRY_AFTER = 1.0  # seconds, for a 429 without retry-after
 
@@ -105,8 +106,9 @@ class Bucket:
         if self.limit is not None:
             self.level = min(self.limit, self.level + amount)
 
-    def learn(self, limit: int | None, remaining: int | None, now: float) -> None:
-        """Apply one response's `limit` and `remaining` for this bucket."""
+    def learn(self, limit: int | None, remaining: int | None, now: float, exact: bool = False) -> None:
+        """Apply one response's `limit` and `remaining` for this bucket; `exact` (a 429's headers): believe
+        a `remaining` below our level whatever the slack."""
         if limit is not None and limit > 0:
             effective = float(min(limit, self.flag) if self.flag else limit)
             if self.limit is None:
@@ -123,8 +125,15 @@ class Bucket:
         if not self.synced:
             self.level = min(self.level, float(remaining))
             self.synced = True
-        elif remaining < self.level - max(1.0, SYNC_SLACK_FRACTION * self.limit):
+        elif remaining < self.level - (0.0 if exact else self.slack()):
             self.level = float(remaining)
+
+    def slack(self) -> float:
+        """How far below our level the server's `remaining` must be before we believe it: request counts are
+        exact (one request), token counts are rounded by the API (SYNC_SLACK_FRACTION of the limit)."""
+        if self.name == "requests" or self.limit is None:
+            return 1.0
+        return max(1.0, SYNC_SLACK_FRACTION * self.limit)
 
 
 def _int(value: str | None) -> int | None:
@@ -210,11 +219,18 @@ class Limiter:
         """A 429: give the reservation back, sync from the headers, pause the bucket that ran out; its name."""
         now = self._now(now)
         self.release(reservation, now)
-        self.observe(headers, now)
+        # A 429 is the server saying our copy ran ahead: its `remaining` wins outright, with no slack (a
+        # `remaining: 0` within the slack was ignored before, so the client stayed a request ahead).
+        for dim, (limit, remaining) in header_limits(headers).items():
+            self.buckets[dim].learn(limit, remaining, now, exact=True)
+        self.calibrated = True
         name = self.exhausted(headers, reservation, now)
         bucket = self.buckets[name]
         pause = retry_after if retry_after is not None else max(DEFAULT_RETRY_AFTER, bucket.wait(reservation.get(name), now))
         bucket.paused_until = max(bucket.paused_until, now + pause)
+        if bucket.limit is not None and header_limits(headers).get(name, (None, None))[1] is None:
+            bucket.refill(now)
+            bucket.level = min(bucket.level, 0.0)  # it ran out, whatever our count said
         return name
 
     def exhausted(self, headers: Mapping[str, Any] | None, reservation: Reservation, now: float) -> str:
