@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,135 @@ def test_create_answered_529_under_sdk1_is_reconciled(bp, api, tmp_path):
     assert [e["status"] for e in creates(log_lines(tmp_path))] == [529]
     events = [json.loads(line) for line in Path("job/journal.jsonl").read_text().splitlines()]
     assert [e["reconciled"] for e in events if e["event"] == "batch_created"] == [True]
+
+
+# ------------------------------------------------------------------- typed again, killed, over budget, outage
+
+
+def subprocess_api(tmp_path: Path, **config):
+    from batchpilot.emulator.config import EmulatorConfig
+    from batchpilot.emulator.http.server import Emulator
+
+    config.setdefault("log_path", str(tmp_path / "emulator.log"))
+    return Emulator(EmulatorConfig(seed=9, **config))
+
+
+def test_batch_run_killed_after_its_create_and_typed_again_creates_once(tmp_path):
+    from reliability.harness import Tap, clean_env, cli
+
+    write_items(tmp_path / "items.jsonl", ITEMS)
+    args = ("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "batch")
+    with subprocess_api(tmp_path) as emu:
+        tap = Tap(emu)
+        env = clean_env(emu.base_url)
+        killed = cli(tmp_path, dict(env, BATCHPILOT_CRASH_AFTER="after-create-before-journal"), *args)
+        assert killed.returncode == -9
+        again = cli(tmp_path, env, *args)  # exactly as typed: no --run
+        assert again.returncode == 0, again.stderr[-3000:]
+        third = cli(tmp_path, env, *args)
+        creates = [c for c in tap.snapshot() if c.kind == "create"]
+    assert "resuming" in again.stderr and json.loads(again.stdout)["resumed"] is True
+    assert len(creates) == 1 and len(creates[0].ids) == ITEMS  # the lost answer was reconciled, not re-bought
+    runs = list((tmp_path / ".batchpilot" / "runs").glob("*/run.json"))
+    assert len(runs) == 1
+    assert {m["status"] for m in merged(runs[0].parent).values()} == {"ok"}
+    # Typed a third time: the finished run is reported, not redone.
+    assert third.returncode == 0 and json.loads(third.stdout)["finished"] is True and "already ran" in third.stderr
+
+
+def test_direct_run_killed_mid_run_and_typed_again_sends_no_recorded_item_again(tmp_path):
+    from reliability.harness import Tap, clean_env, cli, results, write_tiny_template
+
+    write_items(tmp_path / "items.jsonl", 12)
+    tpl = str(write_tiny_template(tmp_path))
+    args = ("run", "-t", tpl, "-i", "items.jsonl", "--mode", "direct")
+    with subprocess_api(tmp_path, latency=0.1) as emu:
+        tap = Tap(emu)
+        env = clean_env(emu.base_url)
+        killed = cli(tmp_path, dict(env, BATCHPILOT_CRASH_AFTER="append:results.jsonl:2"), *args)
+        assert killed.returncode == -9
+        run = next((tmp_path / ".batchpilot" / "runs").glob("*/run.json")).parent
+        recorded = {r["custom_id"] for r in results(run) if r["result"]["type"] == "succeeded"}
+        first = len(tap.snapshot())
+        again = cli(tmp_path, env, *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        resent = [c.ids[0] for c in tap.snapshot()[first:] if c.kind == "message"]
+    assert recorded and not recorded & set(resent)  # only items in flight at the kill went out again
+    assert len(list((tmp_path / ".batchpilot" / "runs").glob("*/run.json"))) == 1
+    assert {m["status"] for m in merged(run).values()} == {"ok"}
+
+
+def test_max_cost_holds_across_three_kills(tmp_path):
+    from batchpilot.core.models import Prices, cost_usd
+    from reliability.harness import clean_env, cli, write_tiny_template
+
+    write_items(tmp_path / "items.jsonl", 150)
+    tpl = str(write_tiny_template(tmp_path))
+    budget = 0.01  # some 60 of these tiny requests
+    args = ("run", "-t", tpl, "-i", "items.jsonl", "--mode", "direct", "--max-cost", str(budget))
+    with subprocess_api(tmp_path, latency=0.2) as emu:
+        env = clean_env(emu.base_url)
+        kills = 0
+        for _ in range(3):  # killed with requests in flight, as soon as a few answers are recorded
+            killed = cli(tmp_path, dict(env, BATCHPILOT_CRASH_AFTER="append:results.jsonl:2"), *args)
+            if killed.returncode == 0:
+                break  # the budget ran out before the kill point
+            assert killed.returncode == -9, killed.stderr[-2000:]
+            kills += 1
+        last = cli(tmp_path, env, *args)
+        assert last.returncode == 0, last.stderr[-3000:]
+    assert kills >= 2
+    run = next((tmp_path / ".batchpilot" / "runs").glob("*/run.json")).parent
+    prices = json.loads((run / "run.json").read_text())["prices"]
+    price = Prices(prices["input_per_mtok"], prices["output_per_mtok"], prices["read_multiplier"])
+    paid = [cost_usd(price, e["usage"], batch=False) for e in log_lines(tmp_path)
+            if e["path"] == "/v1/messages" and e["status"] == 200 and e["usage"]]
+    assert len(paid) < 150  # the budget did stop the job
+    assert sum(paid) <= budget + max(paid), (sum(paid), budget)
+    receipt = json.loads(last.stdout)["direct"]
+    assert receipt["budget_left_usd"] is not None and receipt["run_spent_usd"] <= budget + 1e-9
+
+
+def start_emulate(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`batchpilot emulate` as its own process (so it can be killed like a real outage); (process, base URL)."""
+    from reliability.harness import clean_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "batchpilot", "emulate", "--port", "0", *flags],
+                            cwd=tmp_path, env=clean_env(None), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    return proc, json.loads(proc.stdout.readline())["base_url"]
+
+
+def test_emulator_killed_mid_run_exits_1_and_the_rerun_finishes(tmp_path):
+    from reliability.harness import assert_error_hint, clean_env, cli, results, write_tiny_template
+
+    items = 100
+    write_items(tmp_path / "items.jsonl", items)
+    tpl = str(write_tiny_template(tmp_path))
+    args = ("run", "-t", tpl, "-i", "items.jsonl", "--mode", "direct")
+    emu, url = start_emulate(tmp_path, "--latency", "0.5")  # 32 at a time: about 2 s for the lot
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "batchpilot", *args], cwd=tmp_path, env=clean_env(url),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not any(Path(tmp_path).glob(".batchpilot/runs/*/results.jsonl")) or \
+                len(results(next(Path(tmp_path).glob(".batchpilot/runs/*/results.jsonl")).parent)) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        emu.kill()  # the API goes away mid-run
+        emu.wait()
+    out, err = proc.communicate(timeout=120)
+    assert_error_hint(proc.returncode, err, out, codes=(1,))
+    assert "cannot reach the API" in err and "answered" in err
+    run = next(Path(tmp_path).glob(".batchpilot/runs/*/run.json")).parent
+    answered = len(results(run))
+    assert 3 <= answered < items  # the rest were not recorded as failures: they stay to be sent
+    back, url = start_emulate(tmp_path)
+    try:
+        again = cli(tmp_path, clean_env(url), *args)
+    finally:
+        back.kill()
+        back.wait()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {m["status"] for m in merged(run).values()} == {"ok"} and len(merged(run)) == items
