@@ -22,6 +22,11 @@ request as large as the whole bucket.
 * naive: `asyncio.gather` over an `asyncio.Semaphore(32)` with the SDK's default retries (2, honouring
   retry-after); an item whose retries run out is a failure.
 
+A third comparison runs the direct executor alone on `--limiter-items` items at `--limiter-rpm` (600 at
+300 RPM by default) twice: from a full request bucket (nothing drained: a minute's burst, then the refill)
+and from a drained one, so the 429 share and utilisation from a full start stand next to the drained-start
+figures (`limiter.full`, `limiter.drained`; utilisation counts the full bucket as available at the start).
+
 Measured from each emulator's request log: completion time, requests sent per item, 429s, and utilisation
 = units answered 200 / (the bucket's remaining at the start + limit/60 × the run's duration), the units being
 requests or input tokens. The direct executor is given no limits: it learns them from the response headers
@@ -189,15 +194,18 @@ def measure(entries: list[dict], since: float, initial: int, per_minute: int, it
             "units_used": used, "utilisation": round(used / permitted, 4)}
 
 
-def bench(name: str, items: int, binding: str, limit: int) -> dict:
-    """One executor (`direct` or `naive`) over `items` items with `binding` ("requests" or "input_tokens") at `limit` per minute."""
+def bench(name: str, items: int, binding: str, limit: int, full: bool = False) -> dict:
+    """One executor (`direct` or `naive`) over `items` items with `binding` ("requests" or "input_tokens") at
+    `limit` per minute; `full`: the bucket is left full at the start (a fresh account) instead of drained."""
     with tempfile.TemporaryDirectory(prefix="bench-direct-") as tmp:
         workdir = Path(tmp)
         run = prepare(workdir, items, pad=TOKEN_PAD if binding == "input_tokens" else 0)
         log = workdir / "emulator.log"
         proc, url = start_emulator("--rpm" if binding == "requests" else "--itpm", limit, log)
         try:
-            if binding == "requests":
+            if full:
+                initial, drained, since = limit, [], time.time()  # the whole minute's burst is there to use
+            elif binding == "requests":
                 initial = drain(url)
                 time.sleep(LATENCY * 2)  # the drain's last requests finish and are logged
                 drained = [json.loads(line) for line in log.read_text().splitlines()]
@@ -228,7 +236,11 @@ def main() -> None:
                         help="items per executor in the input-token workload (overrides --quick)")
     parser.add_argument("--itpm", type=int, default=None,
                         help="the emulated account's input tokens per minute in that workload (overrides --quick)")
+    parser.add_argument("--limiter-items", type=int, default=None,
+                        help="items of the full-bucket vs drained-bucket comparison (600; --quick 400)")
+    parser.add_argument("--limiter-rpm", type=int, default=300, help="requests per minute of that comparison [300]")
     args = parser.parse_args()
+    args.limiter_items = args.limiter_items or (400 if args.quick else 600)
     items, rpm, token_items, itpm = (300, 1200, 300, 360_000) if args.quick else (1200, 600, 600, 240_000)
     items, rpm = args.items or items, args.rpm or rpm
     token_items, itpm = args.token_items or token_items, args.itpm or itpm
@@ -241,6 +253,13 @@ def main() -> None:
     for name in ("direct", "naive"):
         tokens[name] = bench(name, token_items, "input_tokens", itpm)
     report["input_tokens"] = tokens
+    # The limiter from both starts, on the same workload: a full bucket (a fresh account: a minute's burst, then
+    # the refill; the client must not run ahead of the server) and a drained one (a job right after another).
+    limiter: dict = {"workload": {"items": args.limiter_items, "rpm": args.limiter_rpm, "latency_s": LATENCY,
+                                  "concurrency": CONCURRENCY}}
+    limiter["full"] = bench("direct", args.limiter_items, "requests", args.limiter_rpm, full=True)
+    limiter["drained"] = bench("direct", args.limiter_items, "requests", args.limiter_rpm)
+    report["limiter"] = limiter
     print(json.dumps(report, indent=2))
 
 

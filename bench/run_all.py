@@ -51,7 +51,8 @@ REEXEC_FLAG = "BENCH_REEXEC"
 # keep the whole run near 10 minutes.
 PROFILES: dict[str, dict[str, list[str]]] = {
     "full": {
-        "startup": [], "direct": ["--items", "900", "--rpm", "600", "--token-items", "600", "--itpm", "240000"],
+        "startup": [], "direct": ["--items", "900", "--rpm", "600", "--token-items", "600", "--itpm", "240000",
+                                  "--limiter-items", "600", "--limiter-rpm", "300"],
         "batch": ["--requests", "100000"],
         "merge": ["--sizes", "100000", "1000000"], "agents": [], "cost": ["--items", "1000"], "emulator": [],
         "media": [],
@@ -59,7 +60,8 @@ PROFILES: dict[str, dict[str, list[str]]] = {
     "quick": {name: ["--quick"] for name in ("startup", "direct", "batch", "merge", "agents", "cost", "emulator", "media")},
     "smoke": {
         "startup": ["--runs", "1", "--no-warmup"],
-        "direct": ["--items", "20", "--rpm", "600", "--token-items", "20", "--itpm", "240000"], "batch": ["--requests", "2000"],
+        "direct": ["--items", "20", "--rpm", "600", "--token-items", "20", "--itpm", "240000", "--limiter-items", "20",
+                   "--limiter-rpm", "600"], "batch": ["--requests", "2000"],
         "merge": ["--sizes", "1000", "5000"], "agents": ["--items", "5"], "cost": ["--items", "20"],
         "emulator": ["--seconds", "0.5", "--results", "2000"], "media": ["--files", "20", "--kb", "100"],
     },
@@ -119,6 +121,27 @@ def direct_rows(d: dict) -> list[dict]:
             t_naive["utilisation"], at_least, lambda _r, v=t_ours["utilisation"]: v >= UTILISATION_TARGET),
         row("direct", "HTTP 429 answers (input-token limit)", t_ours["http_429"], "count", base, t_naive["http_429"],
             ratio=ratio_or_none(t_ours["http_429"], t_naive["http_429"])),
+        *limiter_rows(d["limiter"]),
+    ]
+
+
+FULL_START_429_TARGET = 0.01  # the share of 429 answers allowed from a full bucket
+FULL_START_UTILISATION_TARGET = 0.95
+
+
+def limiter_rows(d: dict) -> list[dict]:
+    """The direct limiter from a full bucket, its drained start beside it as the baseline."""
+    full, drained, w = d["full"], d["drained"], d["workload"]
+    scale = f"{w['items']} items, {w['rpm']} RPM, {w['latency_s']} s latency"
+    base = "the same run from a drained bucket"
+    share = row("direct", f"429 share from a full bucket ({scale})", full["share_429"], "share", base,
+                drained["share_429"], f"value ≤ {FULL_START_429_TARGET}")
+    share["pass"] = full["share_429"] <= FULL_START_429_TARGET  # judged on the value: the baseline may be 0
+    return [
+        share,
+        row("direct", f"utilisation from a full bucket ({scale})", full["utilisation"], "share", base,
+            drained["utilisation"], f"value ≥ {FULL_START_UTILISATION_TARGET}",
+            lambda _r, v=full["utilisation"]: v >= FULL_START_UTILISATION_TARGET),
     ]
 
 

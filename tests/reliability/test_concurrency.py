@@ -186,6 +186,6 @@ def test_two_runs_typed_at_once_make_one_run_and_one_batch(tmp_path):
     codes = sorted(code for code, _, _ in done)
     assert codes == [0, 1], done
     loser = next(err for code, _, err in done if code == 1)
-    assert "is locked by another batchpilot process: pid" in loser and "Hint: " in loser
+    assert "is locked by another process: pid" in loser and "Hint: " in loser
     assert len(list((tmp_path / ".batchpilot" / "runs").glob("*/run.json"))) == 1
     assert len(creates) == 1 and len(creates[0].ids) == ITEMS

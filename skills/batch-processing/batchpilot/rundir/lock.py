@@ -87,7 +87,7 @@ def _locked(path: Path, what: str, hint: str, required: bool, wait: bool = False
         if required:
             info = holder(path)
             who = f"pid {info.get('pid', '?')} (`{info.get('command', 'unknown command')}`, since {info.get('since', '?')})"
-            raise BatchpilotError(f"{what} is locked by another batchpilot process: {who}", hint)
+            raise BatchpilotError(f"{what} is locked by another process: {who}", hint)
         yield False
         return
     _held[key] = (fd, 1)
