@@ -257,3 +257,11 @@ def status_error(status: int, type_: str | None, message: str, headers: dict) ->
     response = httpx.Response(status, headers=headers, json=body, request=_request())
     client = anthropic.Anthropic(api_key="k", base_url="http://127.0.0.1:9")
     return client._make_status_error_from_response(response)
+
+
+def test_a_long_answer_is_waited_for_not_cut():
+    from batchpilot.executors.direct.executor import request_timeout
+
+    # At least the 600 s floor; for a big max_tokens, the SDK's model of a long request (an hour per 128K).
+    assert request_timeout(1_000) == 600.0
+    assert request_timeout(64_000) == 1800.0 and request_timeout(128_000) == 3600.0

@@ -54,7 +54,15 @@ from batchpilot.rundir.manifest import open_run
 DEFAULT_CONCURRENCY = 32
 DEFAULT_MAX_ATTEMPTS = 5
 MAX_RATE_LIMITED = 20  # 429s one item may take before it is recorded as errored (a limiter that cannot settle)
-REQUEST_TIMEOUT = 600.0  # explicit, which also lifts the SDK's "streaming is required" guard for large max_tokens
+REQUEST_TIMEOUT = 600.0  # the floor of a request's timeout (explicit: the SDK's own default would refuse big ones)
+# A non-streaming answer of max_tokens may take this long per output token: the SDK's own model of a long
+# request (an hour for 128,000 tokens), so a slow answer is waited for instead of cut and sent again.
+SECONDS_PER_MAX_TOKEN = 3600.0 / 128_000
+
+
+def request_timeout(max_tokens: int) -> float:
+    """Seconds to wait for one answer: never less than REQUEST_TIMEOUT, and long enough for `max_tokens`."""
+    return max(REQUEST_TIMEOUT, SECONDS_PER_MAX_TOKEN * max(0, int(max_tokens)))
 OUTAGE_AFTER = 8  # requests in a row without an answer (no connection, timeout): the API is down, stop sending
 INTERRUPT_GRACE = 10.0  # seconds in-flight requests get to finish after Ctrl-C
 PROBE_WAIT = 5.0  # longest we send one request at a time while waiting for the first response's headers
@@ -177,11 +185,11 @@ class DirectExecutor:
         try:
             try:
                 raw = await self.client.messages.with_raw_response.create(
-                    **required, extra_body=extra or None, timeout=REQUEST_TIMEOUT)
+                    **required, extra_body=extra or None, timeout=request_timeout(job.max_tokens))
                 await raw.parse()  # the SDK's check that this is a Message
             except anthropic.APIError as exc:
                 job.responded = True
-                await self._failed(job, reservation, classify(exc, REQUEST_TIMEOUT))
+                await self._failed(job, reservation, classify(exc, request_timeout(job.max_tokens)))
                 if not job.recorded:  # answered without a record (a retry to come, a 429): it billed nothing
                     self.sends.write({"send": job.send_id, "answered": True})
                 return
@@ -242,6 +250,12 @@ class DirectExecutor:
                 return  # not an item failure: the item stays unsent, and the resumed run sends it
         else:
             self.connection_failures = 0
+        if failure.type == "timeout_error":
+            # The API may have produced (and billed) an answer we stopped waiting for: never sent again by
+            # this run. Recorded without its send id, so its worst case stays counted against --max-cost
+            # (budget.billed_so_far), and `retry` re-sends it only when asked.
+            await self._record_error(job, failure, send=None)
+            return
         if failure.kind == "transient":
             job.failures += 1
             if job.failures < self.max_attempts and self.stopping is None:
@@ -250,9 +264,11 @@ class DirectExecutor:
                 return
         await self._record_error(job, failure)
 
-    async def _record_error(self, job: PendingRequest, failure: Failure) -> None:
+    async def _record_error(self, job: PendingRequest, failure: Failure, send: str | None = "") -> None:
         result = {"type": "errored", "error": failure.error}  # the API's body as it came, request_id included
-        await self.writer.write(result_record(job.custom_id, result, job.attempt, "direct", send=job.send_id))
+        send = job.send_id if send == "" else send
+        await self.writer.write(result_record(job.custom_id, result, job.attempt, "direct",
+                                              **({"send": send} if send else {})))
         job.recorded = True
         self.tally.errored[failure.type] += 1
 
