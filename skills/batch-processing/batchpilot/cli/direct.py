@@ -24,7 +24,8 @@ from batchpilot.core.progress import Progress
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=None, envvar="BATCHPILOT_CONCURRENCY",
               help="Most requests in flight at once; the rate limit, not this, sets the pace. [32]")
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None,
-              help="Stop before the run's cost (USD, worst case per request in flight) would exceed this.")
+              help="The run's budget: stop before its cost (what earlier invocations spent included; USD, worst case "
+                   "per request in flight) would exceed this.")
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None,
               help="Tries per item for overloaded/server/connection errors (429s do not count). [5]")
 @click.option("--emulate-rpm", type=click.IntRange(min=1), default=None, help="With --emulate: the emulated account's RPM.")

@@ -19,7 +19,8 @@ from batchpilot.core.progress import Progress
 @click.option("-m", "--model", default=None, help="Model for claude --model (default: the run's model).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True, help="Seconds per item before it is killed.")
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
-              help="Start no new item once the costs claude reports reach this.")
+              help="The run's budget: start no new item once the costs claude reported for the run (earlier "
+                   "invocations included) reach this.")
 @click.option("--bare", is_flag=True, help="Pass --bare to claude: small, stable requests; API-key auth only, no plugins or CLAUDE.md.")
 @click.pass_context
 def headless(ctx: click.Context, run_dir: Path, parallel: int, claude: str | None, model: str | None, timeout: float,

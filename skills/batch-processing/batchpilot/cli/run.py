@@ -34,7 +34,7 @@ RUN_MODES = ("auto", *MODES)
 @click.option("--no-wait", is_flag=True, help="Batch mode: return after submitting; follow with `status --wait`.")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Batch mode: rounds including retries. [4]")
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
-              help="Direct and headless modes: stop before spending more than this.")
+              help="Direct and headless modes: the run's budget, held across resumes; stop before spending more.")
 @click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
               help="Headless mode: claude processes at once.")
 @format_option
