@@ -18,6 +18,30 @@ from batchpilot.core import crash
 from batchpilot.core.errors import BatchpilotError
 
 
+class JsonProblem(ValueError):
+    """A JSON text `parse_json` refused; `str()` says why in words (with line and column when known)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonProblem(f"{name} is not a JSON number")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Standard JSON only: `NaN`/`Infinity` refused, and too-deep nesting or a number too long to convert
+    (Python raises RecursionError / a bare ValueError for those) become a `JsonProblem` naming the cause."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except JsonProblem:
+        raise
+    except json.JSONDecodeError as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f" at column {exc.colno}"
+        raise JsonProblem(exc.msg + where) from None
+    except RecursionError:
+        raise JsonProblem("nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise JsonProblem(str(exc).split(";")[0]) from None
+
+
 def dumps(record: Any) -> str:
     """One compact JSON line (no newline), UTF-8 kept readable."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
@@ -130,16 +154,16 @@ def iter_jsonl(path: Path, tolerate_torn_tail: bool = True) -> Iterator[dict]:
                 ) from None
             if not line.endswith("\n") and tolerate_torn_tail:
                 try:
-                    json.loads(line)
+                    parse_json(line)
                 except ValueError:
                     return
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = parse_json(line)
             except ValueError as exc:
                 raise BatchpilotError(
-                    f"{path.name} line {number}: not valid JSON ({exc.msg})",
+                    f"{path.name} line {number}: not valid JSON ({exc})",
                     f"the run directory was edited or damaged; restore {path.name} or start a new run",
                 ) from None
             if not isinstance(record, dict):
@@ -160,9 +184,9 @@ def read_json(path: Path, what: str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise BatchpilotError(f"cannot read {what} {path}: {exc}", "check the file's permissions and encoding") from None
     try:
-        return json.loads(text)
+        return parse_json(text)
     except ValueError as exc:
         raise BatchpilotError(
-            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            f"{path}: not valid JSON: {exc}",
             f"fix the JSON in {path.name}",
         ) from None

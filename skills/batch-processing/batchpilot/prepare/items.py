@@ -3,7 +3,9 @@
 `load_items(src)` understands a glob (`'src/**/*.py'`), a directory (every file below it, hidden ones
 excluded), a `.jsonl` file (one object per line), a `.csv` file (header row), a single file, and `-` (one
 item per stdin line). It yields `Item`s in input order and reports skipped ones (binary, empty, unreadable,
-oversized) through a callback, never silently.
+oversized, special: FIFOs, devices, sockets) through a callback, never silently. Every byte goes through
+`prepare.reader`, so memory stays bounded by `--max-item-bytes` whatever the input (an endless device, a 1 GB
+line) and nothing that is not a regular file is ever opened for reading.
 
 A file whose bytes are a PDF or a PNG / JPEG / GIF / WebP image (`prepare.media`, sniffed, not guessed from
 the extension) is a `document` or `image` item: its `media` names the file, and the request carries it as a
@@ -25,7 +27,6 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
-import io
 import json
 import os
 import re
@@ -34,16 +35,27 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, TextIO
 
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.files import parse_json
 from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 from batchpilot.prepare.media import Media, Refusal, inspect, sniff_file
+from batchpilot.prepare.reader import NotRegular, bounded_lines, check_stdin, open_source, read_bounded, sniff
 
 CUSTOM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ID = 64
 HASH_LEN = 10
 BINARY_SNIFF_BYTES = 8192
 GLOB_CHARS = set("*?[")
+# A record line may spell its content with escapes (\uXXXX is 6 bytes for at most 3 of UTF-8), plus its fields.
+LINE_FACTOR = 6
+LINE_SLACK = 64 * 1024
 
 SkipFn = Callable[[str, str, str], None]  # (source, reason, detail)
+HeaderFn = Callable[[str, list], None]  # (source, column names) of a CSV's header row
+
+
+def line_limit(max_item_bytes: int) -> int:
+    """The longest JSONL/CSV/stdin line read for an item of at most `max_item_bytes` bytes."""
+    return max_item_bytes * LINE_FACTOR + LINE_SLACK
 
 
 @dataclass
@@ -153,17 +165,19 @@ def _list_files(src: str) -> list[str]:
 
 def _read_file(path: str, max_bytes: int, skip: SkipFn) -> str | None:
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            skip(path, "oversized", f"{size} bytes > {max_bytes}")
-            return None
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_bounded(path, max_bytes)
+    except NotRegular as exc:
+        skip(path, "special", str(exc))
+        return None
     except OSError as exc:
         skip(path, "unreadable", exc.strerror or str(exc))
         return None
-    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        skip(path, "binary", "contains NUL bytes")
+    except ValueError as exc:
+        skip(path, "oversized", f"{exc.args[0]} bytes > {max_bytes}")
+        return None
+    found = sniff(data)
+    if found:
+        skip(path, *found)
         return None
     try:
         text = data.decode("utf-8")
@@ -242,48 +256,60 @@ class _IdBook:
 def _iter_jsonl(path: str, content_field: str | None, max_bytes: int, skip: SkipFn,
                 attach: "Attach | None" = None) -> Iterator[Item]:
     book = _IdBook(path)
-    try:
-        fh = open(path, "r", encoding="utf-8")
-    except OSError as exc:
-        raise BatchpilotError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
-    with fh:
-        try:
-            for number, line in enumerate(fh, 1):
-                source = f"{path}:{number}"
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    raise BatchpilotError(
-                        f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})",
-                        "each line of a .jsonl file must be one JSON object; fix that line",
-                    ) from None
-                if not isinstance(record, dict):
-                    raise BatchpilotError(
-                        f"{path} line {number}: expected a JSON object, got {type(record).__name__}",
-                        'wrap the value in an object, e.g. {"text": ...}',
-                    )
-                item = _record_item(record, book.assign(record, number, "line", source), source, content_field,
-                                    max_bytes, skip, attach)
-                if item is not None:
-                    yield item
-        except UnicodeDecodeError as exc:
-            raise BatchpilotError(f"{path}: not UTF-8 text ({exc.reason})", "convert the file to UTF-8") from None
+    limit = line_limit(max_bytes)
+    with open_source(path) as fh:
+        for number, raw in enumerate(bounded_lines(fh, limit), 1):
+            source = f"{path}:{number}"
+            if raw is None:
+                skip(source, "oversized", f"line longer than {limit} bytes")
+                continue
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise BatchpilotError(f"{path} line {number}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                      "convert the file to UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                record = parse_json(line)
+            except ValueError as exc:
+                raise BatchpilotError(
+                    f"{path} line {number}: invalid JSON ({exc})",
+                    "each line of a .jsonl file must be one standard JSON object (no NaN or Infinity); fix that line",
+                ) from None
+            if not isinstance(record, dict):
+                raise BatchpilotError(
+                    f"{path} line {number}: expected a JSON object, got {type(record).__name__}",
+                    'wrap the value in an object, e.g. {"text": ...}',
+                )
+            item = _record_item(record, book.assign(record, number, "line", source), source, content_field,
+                                max_bytes, skip, attach)
+            if item is not None:
+                yield item
+
+
+def _csv_lines(fh, path: str, limit: int) -> Iterator[str]:
+    """The decoded lines of a CSV for csv.reader: a byte-order mark (every Excel export has one) dropped, and a
+    line longer than `limit` an error, since a quoted field can span lines and a skip could misalign rows."""
+    for number, raw in enumerate(bounded_lines(fh, limit), 1):
+        if raw is None:
+            raise BatchpilotError(f"{path} line {number}: longer than {limit} bytes",
+                                  "raise --max-item-bytes, or split that row")
+        yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
 
 
 def _iter_csv(path: str, content_field: str | None, max_bytes: int, skip: SkipFn,
-              attach: "Attach | None" = None) -> Iterator[Item]:
-    try:
-        fh = open(path, "r", encoding="utf-8", newline="")
-    except OSError as exc:
-        raise BatchpilotError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
-    with fh:
+              attach: "Attach | None" = None, on_header: HeaderFn | None = None) -> Iterator[Item]:
+    limit = line_limit(max_bytes)
+    csv.field_size_limit(max(csv.field_size_limit(), limit))
+    with open_source(path) as fh:
         try:
-            reader = csv.reader(fh)
+            reader = csv.reader(_csv_lines(fh, path, limit))
             header = next(reader, None)
             _check_header(path, header)
             assert header is not None
+            if on_header is not None:
+                on_header(f"{path}:1", [h.strip() for h in header])
             book = _IdBook(path)
             for number, row in enumerate(reader, 2):
                 if not any(cell.strip() for cell in row):
@@ -355,10 +381,23 @@ def _check_header(path: str, header: list[str] | None) -> None:
         raise BatchpilotError(f"{path}: the first row {','.join(names)!r} looks like data, not a header", hint)
 
 
-def _iter_lines(stream: TextIO, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
-    for number, line in enumerate(stream, 1):
-        text = line.rstrip("\n").rstrip("\r")
+class _Encoded:
+    """A text stream read as UTF-8 bytes, chunk by chunk (for a caller that hands `load_items` a text stdin)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def read(self, size: int) -> bytes:
+        return self.stream.read(size).encode("utf-8")
+
+
+def _iter_lines(stream, max_bytes: int, skip: SkipFn) -> Iterator[Item]:
+    for number, raw in enumerate(bounded_lines(stream, max_bytes + 2), 1):  # + 2: the line's \r\n
         source = f"stdin:{number}"
+        if raw is None:
+            skip(source, "oversized", f"line longer than {max_bytes} bytes")
+            continue
+        text = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
         if not text.strip():
             skip(source, "empty", "blank line")
             continue
@@ -376,8 +415,10 @@ def load_items(
     stdin: TextIO | None = None,
     file_field: str | None = None,
     inline: bool = True,
+    on_header: HeaderFn | None = None,
 ) -> Iterator[Item]:
-    """Yield the items of `src` in input order; call `skip(source, reason, detail)` for each one left out.
+    """Yield the items of `src` in input order; call `skip(source, reason, detail)` for each one left out, and
+    `on_header(source, columns)` with the row a CSV's column names were taken from.
 
     `file_field`: records attach the file that field names; `inline`: attachments travel as base64 (their
     size limits apply), else as uploaded files."""
@@ -385,7 +426,8 @@ def load_items(
         raise BatchpilotError(f"--file-field {file_field!r} needs a .jsonl or .csv items source, not {src!r}",
                               "leave --file-field out: PDFs and images in a glob or directory are attached by themselves")
     if src == "-":
-        stream = stdin if stdin is not None else io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        stream = _Encoded(stdin) if stdin is not None else sys.stdin.buffer
+        check_stdin(stream)
         return _iter_lines(stream, max_item_bytes, skip)
     if any(ch in src for ch in GLOB_CHARS) and not os.path.exists(src):
         return _iter_files(_list_files(src), _glob_base(src), max_item_bytes, skip, inline)
@@ -401,7 +443,7 @@ def load_items(
     if lower.endswith((".jsonl", ".ndjson")):
         return _iter_jsonl(src, content_field, max_item_bytes, skip, attach)
     if lower.endswith(".csv"):
-        return _iter_csv(src, content_field, max_item_bytes, skip, attach)
+        return _iter_csv(src, content_field, max_item_bytes, skip, attach, on_header)
     return _iter_files([src], os.path.dirname(src), max_item_bytes, skip, inline)
 
 
