@@ -9,6 +9,7 @@ never pay for importing it.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -16,6 +17,18 @@ from batchpilot.core.errors import BatchpilotError
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 EMULATOR_KEY = "emulated-key"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any `user:password@` part replaced by `***@`: a key put in a URL must never be printed."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
+def shown_base_url() -> str:
+    """The API address for messages and logs: ANTHROPIC_BASE_URL (redacted) or the default."""
+    return redact_url(os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL)
 
 
 def require_key() -> str:
@@ -58,13 +71,14 @@ def describe_api_error(exc: Exception) -> BatchpilotError:
     if isinstance(exc, anthropic.AuthenticationError):
         return BatchpilotError(f"the API rejected the key ({exc.status_code})", f"check {API_KEY_ENV}; create a key in the Claude Console")
     if isinstance(exc, anthropic.APIConnectionError):
-        base = os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+        base = shown_base_url()
         return BatchpilotError(f"cannot reach the API at {base}: {type(exc).__name__}",
                                "check the network and ANTHROPIC_BASE_URL, or add --emulate to rehearse offline")
     if isinstance(exc, anthropic.APIStatusError):
         message = getattr(exc, "message", str(exc))
-        return BatchpilotError(f"the API answered {exc.status_code}: {message}", "see references/troubleshooting.md")
-    return BatchpilotError(f"API call failed: {exc}", "re-run the command; it resumes where it stopped")
+        return BatchpilotError(f"the API answered {exc.status_code}: {redact_url(str(message))}",
+                               "see references/troubleshooting.md")
+    return BatchpilotError(f"API call failed: {redact_url(str(exc))}", "re-run the command; it resumes where it stopped")
 
 
 @contextmanager

@@ -17,7 +17,6 @@ This module imports the SDK only inside `classify`, so commands that never call 
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -187,7 +186,9 @@ def raise_if_unreachable(counts: dict, resume: str) -> None:
     not N item failures to merge. `resume` is the command that sends them again."""
     if counts.get("succeeded") or set(counts.get("errored") or {}) != {"connection_error"}:
         return
-    base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+    from batchpilot.api.client import shown_base_url  # the one redacting formatter of the API address
+
+    base = shown_base_url()
     raise BatchpilotError(f"cannot reach the API at {base}: all {sum(counts['errored'].values())} request(s) "
                           "failed to connect", "check the network and ANTHROPIC_BASE_URL (or add --emulate to "
                           f"rehearse offline), then `{resume}` sends them again")

@@ -15,7 +15,9 @@ import click
 
 @click.command("emulate")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (keep it loopback).")
-@click.option("--port", default=0, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option("--allow-remote", is_flag=True, default=False,
+              help="Allow a --host other than loopback: its admin endpoints have no authentication.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port; 0 picks a free one.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed + same request = same answer.")
 @click.option("--time-scale", type=float, help="Emulated seconds per wall second (86400: a day per second). [1]")
 @click.option("--batch-speed", type=float, help="Requests each batch finishes per emulated second. [1000]")

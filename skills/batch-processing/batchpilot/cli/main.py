@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from batchpilot.version import __version__
-from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.errors import BatchpilotError, from_os_error
 
 # name -> (module, attribute, one-line help). The help text is here so `batchpilot --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -81,6 +81,10 @@ class LazyGroup(click.Group):
             fail(exc.format_message(), "see `batchpilot --help`", exc.exit_code or 1)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # One boundary for the file system's refusals (read-only, full disk, permissions) in every command.
+            error = from_os_error(exc)
+            fail(error.message, error.hint, error.exit_code)
         sys.exit(0)
 
 

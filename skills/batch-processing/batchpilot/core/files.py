@@ -42,6 +42,13 @@ def parse_json(text: str | bytes) -> Any:
         raise JsonProblem(str(exc).split(";")[0]) from None
 
 
+def damaged(where: str, why: str) -> BatchpilotError:
+    """The error for a bad line or field in a file of the run directory (`where` names file and line)."""
+    name = where.split(" ")[0]
+    return BatchpilotError(f"{where}: {why}",
+                           f"the run directory was edited or damaged; restore {name} or start a new run")
+
+
 def dumps(record: Any) -> str:
     """One compact JSON line (no newline), UTF-8 kept readable."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
@@ -61,17 +68,31 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Attach `path` to an OSError that lacks one (a write on a full disk names no file), so the error the
+    user sees says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+@contextmanager
 def atomic_stream(path: Path, binary: bool = False) -> Iterator[IO]:
     """A file written bit by bit that appears at `path` only when complete (same-directory temp file, fsync,
     rename); on any error the temp file is removed and `path` keeps its old content."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
+        with naming(path), (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -123,20 +144,22 @@ def append_jsonl(path: Path, records: Iterable[Any]) -> None:
 
     A torn last line left by an earlier kill is cut first, so the new records start on a line of their own.
     """
-    _cut_torn_tail(Path(path))
-    with open(path, "a", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    with naming(path):
+        _cut_torn_tail(Path(path))
+        with open(path, "a", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
     crash.appended(Path(path).name)
 
 
-def iter_jsonl(path: Path, tolerate_torn_tail: bool = True) -> Iterator[dict]:
+def iter_jsonl(path: Path, tolerate_torn_tail: bool = True, require: tuple[str, ...] = ()) -> Iterator[dict]:
     """Stream the JSON objects of a JSONL file.
 
     A last line without its newline is what a kill -9 mid-append leaves: it is skipped when
-    `tolerate_torn_tail` (the record was never reported written). Any other bad line is an error naming it.
+    `tolerate_torn_tail` (the record was never reported written). Any other bad line is an error naming it,
+    as is a record whose `require`d keys are missing or not strings (e.g. `custom_id`).
     """
     path = Path(path)
     if not path.exists():
@@ -148,10 +171,7 @@ def iter_jsonl(path: Path, tolerate_torn_tail: bool = True) -> Iterator[dict]:
             except UnicodeDecodeError:
                 if not raw.endswith(b"\n") and tolerate_torn_tail:
                     return  # a torn tail can split a multi-byte character
-                raise BatchpilotError(
-                    f"{path.name} line {number}: not UTF-8 text",
-                    f"the run directory was edited or damaged; restore {path.name} or start a new run",
-                ) from None
+                raise damaged(f"{path.name} line {number}", "not UTF-8 text") from None
             if not line.endswith("\n") and tolerate_torn_tail:
                 try:
                     parse_json(line)
@@ -162,15 +182,12 @@ def iter_jsonl(path: Path, tolerate_torn_tail: bool = True) -> Iterator[dict]:
             try:
                 record = parse_json(line)
             except ValueError as exc:
-                raise BatchpilotError(
-                    f"{path.name} line {number}: not valid JSON ({exc})",
-                    f"the run directory was edited or damaged; restore {path.name} or start a new run",
-                ) from None
+                raise damaged(f"{path.name} line {number}", f"not valid JSON ({exc})") from None
             if not isinstance(record, dict):
-                raise BatchpilotError(
-                    f"{path.name} line {number}: expected a JSON object",
-                    f"restore {path.name} or start a new run",
-                )
+                raise damaged(f"{path.name} line {number}", "expected a JSON object")
+            for key in require:
+                if not isinstance(record.get(key), str):
+                    raise damaged(f"{path.name} line {number}", f"no {key} (a string) in this record")
             yield record
 
 

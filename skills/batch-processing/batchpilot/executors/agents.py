@@ -278,7 +278,7 @@ def collect_run(run_dir: Path, wave_size: int | None = None, max_attempts: int =
     order, statuses, errors = [], {}, []
     buffer: list[dict] = []
     recorded = known = 0
-    for item in iter_jsonl(run / "items.jsonl"):
+    for item in iter_jsonl(run / "items.jsonl", require=("custom_id",)):
         cid = item["custom_id"]
         order.append(cid)
         path = output_path(run, cid)

@@ -35,8 +35,8 @@ RETRY_MARK = "\n## Your previous attempt was rejected\n"
 def iter_prepared(run_dir: Path) -> Iterator[tuple[dict, dict]]:
     """(items.jsonl record, requests.jsonl params) pairs in input order."""
     # Both files are written whole by prepare: a cut last line is damage, not a torn append.
-    requests = iter_jsonl(run_dir / "requests.jsonl", tolerate_torn_tail=False)
-    for item in iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False):
+    requests = iter_jsonl(run_dir / "requests.jsonl", tolerate_torn_tail=False, require=("custom_id",))
+    for item in iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False, require=("custom_id",)):
         request = next(requests, None)
         if request is None or request.get("custom_id") != item.get("custom_id"):
             raise BatchpilotError(f"{run_dir}: items.jsonl and requests.jsonl disagree at {item.get('custom_id')!r}",

@@ -36,6 +36,7 @@ def prepare_job(job_kwargs: dict[str, Any], mode: str, run_dir: Path | None, pro
         "unchanged": result.unchanged,
         "items": result.item_count,
         "skipped": dict(result.skipped),
+        **({"csv_header": job.header} if job.header else {}),
         "model": job.model,
         "mode": mode,
         "files": {name: str(run / name) for name in ("run.json", "items.jsonl", "requests.jsonl", "schema.json", "journal.jsonl", "skipped.jsonl")},

@@ -39,14 +39,18 @@ class Job:
     file_field: str | None = None
     upload: str = "inline"  # how attachments travel: inline (base64) or files (Files API uploads)
     keep_uploads: bool = False
+    header: dict | None = None  # a CSV's header row, once read: {"row": "file:1", "columns": [...]}
 
     def items(self) -> Iterator[Item]:
-        """The items (from a change for a `git:` source), streamed; skipped ones are appended to `self.skipped` as (source, reason, detail)."""
+        """The items (from a change for a `git:` source), streamed; skipped ones are appended to `self.skipped` as
+        (source, reason, detail), and a CSV's header row is noted in `self.header` (a file without one would
+        silently lose its first row)."""
         if is_git_source(self.items_src):
             return iter_change_items(self.items_src, self.max_item_bytes, lambda s, r, d: self.skipped.append((s, r, d)))
         return load_items(self.items_src, lambda s, r, d: self.skipped.append((s, r, d)),
                           max_item_bytes=self.max_item_bytes, content_field=self.content_field,
-                          file_field=self.file_field, inline=self.upload != "files")
+                          file_field=self.file_field, inline=self.upload != "files",
+                          on_header=lambda s, cols: setattr(self, "header", {"row": s, "columns": cols}))
 
     def settings(self) -> dict:
         """Everything besides the items that determines the run's requests (its inputs hash)."""

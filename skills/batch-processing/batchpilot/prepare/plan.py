@@ -255,8 +255,9 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
         nxt = next_command(*words)
     extra = {"changes": changes.as_dict()} if changes.files else {}
     listed = [{"source": s, "reason": r, "detail": d} for s, r, d in job.skipped[:MEDIA_LISTED]]
+    header = {"csv_header": job.header} if job.header else {}
     return {"command": "plan", "template": job.template.name, **body, **extra, "skipped": skipped_summary(job.skipped),
-            **({"skipped_items": listed} if listed else {}),
+            **({"skipped_items": listed} if listed else {}), **header,
             "warnings": warnings, "next": nxt}
 
 

@@ -131,15 +131,57 @@ def validator_class(schema: dict) -> tuple[Any, Any]:
 
     cls = validator_for(schema, default=Draft202012Validator)
     try:
-        cls.check_schema(schema)
+        cls.check_schema(schema)  # checks against the bundled metaschemas: nothing is fetched
     except SchemaError as exc:
         return cls, exc
     return cls, None
 
 
+def offline_validator(cls: Any, schema: dict) -> Any:
+    """A validator of `schema` that can resolve only references inside it: built on an empty registry with
+    no retrieval, so it never opens a network connection (jsonschema would otherwise fetch remote refs)."""
+    try:
+        from referencing import Registry  # jsonschema >= 4.18 resolves references through it
+    except ImportError:  # an older jsonschema: load-time refusal of outside references still holds
+        return cls(schema)
+    return cls(schema, registry=Registry())
+
+
+REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def outside_refs(schema: Any) -> list[tuple[str, str]]:
+    """(JSON pointer, value) of every reference that is not local (`#...`): a schema must be self-contained,
+    because a validator would fetch a remote one once per item (and fail when it is unreachable)."""
+    found, stack = [], [("", schema)]
+    while stack:  # iterative: a deep schema must not exhaust the recursion limit
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in REF_KEYS and isinstance(value, str) and not value.startswith("#"):
+                    found.append((f"{where}/{key}", value))
+                else:
+                    stack.append((f"{where}/{key}", value))
+        elif isinstance(node, list):
+            stack.extend((f"{where}/{i}", v) for i, v in enumerate(node))
+    return sorted(found)
+
+
+def refuse_outside_refs(schema: Any, source: str) -> None:
+    """An Error naming the first non-local `$ref` of `schema` (read from `source`)."""
+    refs = outside_refs(schema)
+    if refs:
+        where, ref = refs[0]
+        more = f" (and {len(refs) - 1} more)" if len(refs) > 1 else ""
+        raise BatchpilotError(f"{source}: {where} is {ref!r}, a reference outside the schema{more}",
+                              "schemas must be self-contained: copy the referenced schema under \"$defs\" and "
+                              "point at it with \"$ref\": \"#/$defs/NAME\"")
+
+
 def _check_schema(schema: Any, path: Path) -> None:
     if not isinstance(schema, dict):
         raise BatchpilotError(f"{path}: a JSON Schema must be an object", f"start {path.name} with {{\"type\": \"object\", ...}}")
+    refuse_outside_refs(schema, str(path))
     _, problem = validator_class(schema)
     if problem is not None:
         spot = "/" + "/".join(str(p) for p in problem.path) if problem.path else "(top level)"

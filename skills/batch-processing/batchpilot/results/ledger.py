@@ -61,7 +61,7 @@ def index_items(run_dir: Path) -> dict[str, int]:
     """`{custom_id: position}` of the run's items.jsonl; an error when an id is missing or repeated."""
     index: dict[str, int] = {}
     # items.jsonl is written whole by prepare, never appended: a cut last line is damage, not a torn append.
-    for rec in iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False):
+    for rec in iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False, require=("custom_id",)):
         cid = rec.get("custom_id")
         if not isinstance(cid, str) or cid in index:
             raise BatchpilotError(f"items.jsonl line {len(index) + 1}: custom_id {cid!r} is missing or repeated",

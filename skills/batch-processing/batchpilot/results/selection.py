@@ -29,7 +29,6 @@ are re-asked with the previous answer and the validator's message (`repair.py`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -39,6 +38,7 @@ from typing import Callable
 
 from batchpilot.api.failures import PERMANENT_ERRORS, RETRYABLE_ERRORS
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.files import damaged, parse_json
 from batchpilot.results.repair import Repairer, select_invalid
 from batchpilot.rundir.journal import journal
 from batchpilot.rundir.records import custom_id_of
@@ -102,7 +102,7 @@ def _latest(run_dir: Path) -> dict[str, tuple[int, str]]:
     if not path.exists():
         return latest
     with open(path, "rb") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, 1):
             if not line.endswith(b"\n"):
                 break  # a torn tail from a killed append (fetch truncates it before recording again)
             line = line.rstrip()
@@ -111,14 +111,17 @@ def _latest(run_dir: Path) -> dict[str, tuple[int, str]]:
                 custom_id, kind, attempt = head.group(1).decode(), head.group(2).decode(), int(tail.group(1))
             else:
                 try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
+                    rec = parse_json(line)
+                except ValueError as exc:
+                    raise damaged(f"results.jsonl line {number}", f"not valid JSON ({exc})") from None
+                if not isinstance(rec, dict) or not isinstance(rec.get("result"), dict) \
+                        or not isinstance(rec.get("custom_id"), str):
+                    continue  # malformed: merge counts it (results.ledger), and the item stays `missing`
                 result = rec.get("result") or {}
                 custom_id, kind = rec.get("custom_id"), result.get("type")
                 attempt = rec.get("attempt") if isinstance(rec.get("attempt"), int) else 0
                 if kind == "errored":
-                    err = result.get("error") or {}
+                    err = result.get("error") if isinstance(result.get("error"), dict) else {}
                     inner = err.get("error") if isinstance(err.get("error"), dict) else err
                     kind = str(inner.get("type") or "unknown_error")
             category = "ok" if kind == "succeeded" else str(kind)
@@ -140,8 +143,8 @@ def classify(run_dir: Path, selection: frozenset[str] = DEFAULT_SELECTION) -> Cl
         extra.update(SELECTORS[word](run_dir))
     errored_all = "errored" in selection
     with open(run_dir / "requests.jsonl", "rb") as fh:
-        for line in fh:
-            custom_id = custom_id_of(line)
+        for number, line in enumerate(fh, 1):
+            custom_id = custom_id_of(line, f"requests.jsonl line {number}")
             category = extra.get(custom_id) or latest.get(custom_id, (0, "missing"))[1]
             out.counts[category] += 1
             if custom_id in extra:
@@ -162,8 +165,8 @@ def write_round_file(run_dir: Path, round_: int, selected: dict[str, str], prefi
     tmp = folder / f".{prefix}-{round_}.jsonl.tmp"
     rewrite = {c: REWRITERS[c](run_dir) for c in set(selected.values()) & set(REWRITERS)}
     with open(run_dir / "requests.jsonl", "rb") as src, open(tmp, "wb") as dst:
-        for line in src:
-            custom_id = custom_id_of(line)
+        for number, line in enumerate(src, 1):
+            custom_id = custom_id_of(line, f"requests.jsonl line {number}")
             category = selected.get(custom_id)
             if category is None:
                 continue

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import read_json
-from batchpilot.prepare.templates import template_hash, validator_class
+from batchpilot.prepare.templates import offline_validator, refuse_outside_refs, template_hash, validator_class
 
 MAX_ERRORS = 5
 MAX_MESSAGE = 300
@@ -127,8 +127,9 @@ class OutputValidator:
         cls, problem = validator_class(schema)
         if problem is not None:
             raise BatchpilotError(f"{source}: not a valid JSON Schema: {problem.message}", "fix the schema and merge again")
+        refuse_outside_refs(schema, source)
         self.schema = schema
-        self._validator = cls(schema)
+        self._validator = offline_validator(cls, schema)
         draft = str(schema.get("$schema", FAST_DRAFTS[0])).rstrip("#")
         self._fast = compile_fast(schema) if draft in FAST_DRAFTS else None
 

@@ -22,7 +22,7 @@ from batchpilot.core import crash
 from batchpilot.version import __version__
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.clock import now_iso
-from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, read_json
+from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, naming, read_json
 from batchpilot.prepare.items import Item, describe_skipped, items_fingerprint_update
 from batchpilot.prepare.build import RequestBuilder
 from batchpilot.rundir.lookup import job_fingerprint
@@ -96,7 +96,8 @@ def create_run(
     try:
         h = _inputs_digest(settings)
         count = 0
-        with open(tmp / "items.jsonl", "w", encoding="utf-8") as items_fh, open(tmp / "requests.jsonl", "w", encoding="utf-8") as req_fh:
+        with naming(run_dir), open(tmp / "items.jsonl", "w", encoding="utf-8") as items_fh, \
+                open(tmp / "requests.jsonl", "w", encoding="utf-8") as req_fh:
             for item in items:
                 items_fingerprint_update(h, item)
                 items_fh.write(dumps(item.manifest()) + "\n")
@@ -127,11 +128,28 @@ def create_run(
         atomic_write_json(tmp / "run.json", manifest)
         append_jsonl(tmp / "journal.jsonl", [{"at": now_iso(), "event": "prepared", "items": count}])
         crash.point("prepare-before-rename")
-        os.rename(tmp, run_dir)
+        try:
+            os.rename(tmp, run_dir)
+        except OSError:
+            if not run_dir.exists():
+                raise
+            # Another prepare of the same --run won the race: ours is its duplicate, or a conflict.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _won_by_other(run_dir, manifest["inputs_hash"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareResult(run_dir, count, skipped, False, manifest)
+
+
+def _won_by_other(run_dir: Path, inputs_hash: str) -> PrepareResult:
+    """The run another process created at `run_dir` while this one prepared: the same run if its inputs match."""
+    manifest_path = run_dir / "run.json"
+    other = read_json(manifest_path, "run manifest") if manifest_path.is_file() else {}
+    if not isinstance(other, dict) or other.get("inputs_hash") != inputs_hash:
+        raise BatchpilotError(f"{run_dir} was created by another process while this one prepared it",
+                              "pass a new --run directory, or re-run once the other process has finished")
+    return PrepareResult(run_dir, int(other.get("item_count", 0)), Counter(other.get("skipped") or {}), True, other)
 
 
 def _remove_dead_partials(parent: Path, name: str) -> None:

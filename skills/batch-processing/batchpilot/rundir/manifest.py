@@ -10,6 +10,43 @@ from batchpilot.core.files import read_json
 FORMAT_VERSION = 1
 RUNS_HOME = Path(".batchpilot") / "runs"  # where runs go by default, under the current directory
 
+_NUMBER = (int, float)
+# The fields commands read, and their types: a hand-edited run.json is refused here, once, naming the field,
+# instead of failing somewhere later. (name, types, required); nested objects have their own tables.
+FIELDS = [
+    ("template", dict, True), ("model", str, True), ("item_count", int, True), ("inputs_hash", str, True),
+    ("max_tokens", int, False), ("output_style", str, False), ("mode", str, False), ("variables", dict, False),
+    ("items_source", str, False), ("prices", (dict, type(None)), False), ("subagent_model", (str, type(None)), False),
+    ("skipped", dict, False), ("created_at", str, False), ("batchpilot_version", str, False),
+]
+NESTED = {
+    "template": [("name", str, True), ("hash", str, False), ("path", str, False)],
+    "prices": [("input_per_mtok", _NUMBER, True), ("output_per_mtok", _NUMBER, True), ("read_multiplier", _NUMBER, False)],
+}
+
+
+def _field_problem(record: dict, fields: list, prefix: str = "") -> str | None:
+    for name, types, required in fields:
+        if name not in record:
+            if required:
+                return f"no {prefix}{name!r} field"
+            continue
+        value = record[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            kinds = types if isinstance(types, tuple) else (types,)
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in kinds)
+            return f"{prefix}{name!r} is {json_type(value)}, expected {wanted}"
+        if isinstance(value, dict) and name in NESTED:
+            problem = _field_problem(value, NESTED[name], f"{prefix}{name}.")
+            if problem:
+                return problem
+    return None
+
+
+def json_type(value: object) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
 
 def open_run(run_dir: Path | str) -> dict:
     """The manifest of an existing run, or an error saying how to create one."""
@@ -20,6 +57,10 @@ def open_run(run_dir: Path | str) -> dict:
     manifest = read_json(run_dir / "run.json", "run manifest")
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise BatchpilotError(f"{run_dir / 'run.json'}: unsupported or damaged manifest", "prepare the run again into a new directory")
+    problem = _field_problem(manifest, FIELDS)
+    if problem:
+        raise BatchpilotError(f"{run_dir / 'run.json'}: {problem}",
+                              "run.json was edited or damaged: restore it, or prepare the run again into a new directory")
     return manifest
 
 

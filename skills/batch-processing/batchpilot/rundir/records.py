@@ -9,12 +9,12 @@ the id of a request or result line without parsing the rest of it.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from batchpilot.api.failures import error_body
 from batchpilot.core.clock import now_iso
+from batchpilot.core.files import damaged, parse_json
 
 _CUSTOM_ID = re.compile(rb'^\{"custom_id":"([A-Za-z0-9_-]{1,64})"')
 
@@ -29,9 +29,16 @@ def result_record(custom_id: str, result: dict, attempt: int, mode: str, **extra
     return {"custom_id": custom_id, "result": result, "attempt": attempt, "mode": mode, "at": now_iso(), **extra}
 
 
-def custom_id_of(line: bytes) -> str:
-    """The custom_id of a request or result line (fast path for the compact lines batchpilot writes)."""
+def custom_id_of(line: bytes, where: str = "requests.jsonl") -> str:
+    """The custom_id of a request or result line (fast path for the compact lines batchpilot writes); a line
+    without one is an Error naming `where` (file and line), since the run directory was edited or damaged."""
     m = _CUSTOM_ID.match(line)
     if m:
         return m.group(1).decode("ascii")
-    return json.loads(line)["custom_id"]
+    try:
+        record = parse_json(line)
+    except ValueError as exc:
+        raise damaged(where, f"not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("custom_id"), str):
+        raise damaged(where, "a line without its custom_id")
+    return record["custom_id"]

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from batchpilot.api.client import describe_api_error
+from batchpilot.api.client import describe_api_error, shown_base_url
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import BatchState, RunState, record
 from batchpilot.core.progress import Progress
@@ -141,7 +141,7 @@ def poll_once(client: Any, run_dir: Path, state: RunState, pacer: Pacer, progres
             batch.ended = {"request_counts": counts, "ended_at": ended_at}
     snapshot.unreachable = snapshot.unreachable + 1 if open_batches and failed == len(open_batches) else 0
     if snapshot.unreachable >= give_up_after:
-        base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        base = shown_base_url()
         raise BatchpilotError(f"cannot reach the API at {base} to check the run's batches",
                               "check the network and ANTHROPIC_BASE_URL (with --emulate, keep using --emulate for this "
                               "run), then run the same command again: the batches keep running meanwhile")

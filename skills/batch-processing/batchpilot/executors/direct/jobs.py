@@ -67,7 +67,7 @@ def read_ledger(results_path: Path) -> tuple[set[str], dict[str, int]]:
 
 def iter_jobs(requests_path: Path, done: set[str], prior: dict[str, int]) -> Iterator[PendingRequest]:
     """The requests file's lines as Jobs, in file order, minus the ids in `done`."""
-    for number, line in enumerate(iter_jsonl(requests_path), 1):
+    for number, line in enumerate(iter_jsonl(requests_path, require=("custom_id",)), 1):
         cid, params = line.get("custom_id"), line.get("params")
         if not isinstance(cid, str) or not isinstance(params, dict):
             raise BatchpilotError(f"{requests_path.name} line {number}: expected {{\"custom_id\", \"params\"}}",
