@@ -7,6 +7,7 @@ fsynced before returning, so a record that was reported written survives a kill 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -40,6 +41,58 @@ def parse_json(text: str | bytes) -> Any:
         raise JsonProblem("nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise JsonProblem(str(exc).split(";")[0]) from None
+
+
+LINK_HINT = "remove the link (a run directory holds its own files, never links): writes must stay inside the run"
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """`root/parts...`, refused when any existing part below `root` is a symbolic link or climbs out with `..`:
+    the one join for a path the tool writes inside a run directory, so no write can land outside it."""
+    root = Path(root)
+    path = root
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part or os.sep in part:
+            raise BatchpilotError(f"{part!r} is not a plain name inside {root}", "report this as a bug")
+        path = path / part
+        if path.is_symlink():
+            raise link_error(path)
+    return path
+
+
+def link_error(path: Path | str) -> BatchpilotError:
+    kind = "directory" if os.path.isdir(path) else "file"
+    return BatchpilotError(f"{path} is not a plain {kind}: it is a symbolic link", LINK_HINT)
+
+
+def safe_dir(root: Path, name: str) -> Path:
+    """The subfolder `name` of the run directory `root`, created when missing; refused when it is a link or
+    not a directory."""
+    path = safe_join(root, name)
+    if path.exists() and not path.is_dir():
+        raise BatchpilotError(f"{path} is not a directory", f"remove it; batchpilot creates {name}/ itself")
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def refuse_links(root: Path, drop_zones: tuple[str, ...] = ()) -> None:
+    """Refuse a run directory that holds a symbolic link anywhere below it (a link in `prompts/` or a linked
+    `results.jsonl` would make the tool write outside the run). Reads directory entries only, no file. The
+    contents of the `drop_zones` folders (where other programs drop files, each read with its own checks
+    that ignore links) are not scanned; the folders themselves are."""
+    skip = {Path(root) / name for name in drop_zones}
+    stack = [Path(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # unreadable: the command that needs it reports it
+        for entry in entries:
+            if entry.is_symlink():
+                raise link_error(entry.path)
+            if entry.is_dir(follow_symlinks=False) and Path(entry.path) not in skip:
+                stack.append(Path(entry.path))
 
 
 def damaged(where: str, why: str) -> BatchpilotError:
@@ -79,13 +132,44 @@ def naming(path: Path) -> Iterator[None]:
         raise
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user counts as alive: not ours to judge)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Remove the temp files `atomic_stream` left for `path` in processes that were killed (their pid, which
+    the temp name carries, is gone); return how many. A large merge killed midway leaves one of its size."""
+    path = Path(path)
+    removed = 0
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:].partition(".")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            try:
+                stale.unlink()
+                removed += 1
+            except OSError:
+                pass  # gone already, or not ours to remove
+    return removed
+
+
 @contextmanager
-def atomic_stream(path: Path, binary: bool = False) -> Iterator[IO]:
+def atomic_stream(path: Path, binary: bool = False, sweep: bool = False) -> Iterator[IO]:
     """A file written bit by bit that appears at `path` only when complete (same-directory temp file, fsync,
-    rename); on any error the temp file is removed and `path` keeps its old content."""
+    rename); on any error the temp file is removed and `path` keeps its old content. The temp name carries
+    the pid, so `sweep=True` (the writers of large files: merge, exports, report) first removes the temp files
+    of killed earlier writers of `path`."""
     path = Path(path)
     with naming(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if sweep:
+            remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with naming(path), (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             yield fh
@@ -144,9 +228,13 @@ def append_jsonl(path: Path, records: Iterable[Any]) -> None:
 
     A torn last line left by an earlier kill is cut first, so the new records start on a line of their own.
     """
+    if Path(path).is_symlink():
+        raise link_error(path)
     with naming(path):
         _cut_torn_tail(Path(path))
-        with open(path, "a", encoding="utf-8") as fh:
+        # O_NOFOLLOW: an append never goes through a link to a file outside the run directory.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with open(fd, "a", encoding="utf-8") as fh:
             for record in records:
                 fh.write(dumps(record) + "\n")
             fh.flush()

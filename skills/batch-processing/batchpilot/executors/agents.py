@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.core.files import append_jsonl, atomic_write, iter_jsonl
+from batchpilot.core.files import append_jsonl, atomic_write, iter_jsonl, safe_dir
 from batchpilot.core.shell import next_command
 from batchpilot.prepare.items import CUSTOM_ID_RE
 from batchpilot.results.judge import RunView, open_view
@@ -53,11 +53,7 @@ SEND = "ONE message: an Agent call per task (description, prompt, model). Then r
 
 def outputs_dir(run_dir: Path) -> Path:
     """`<run>/outputs`, created if needed; an error if it is a symlink or not a directory."""
-    out = Path(run_dir).resolve() / "outputs"
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise BatchpilotError(f"{out} is not a plain directory", "remove it; fanout creates outputs/ itself")
-    out.mkdir(exist_ok=True)
-    return out
+    return safe_dir(Path(run_dir).resolve(), "outputs")
 
 
 def output_path(run_dir: Path, custom_id: str) -> Path:
@@ -180,8 +176,7 @@ def fanout_run(run_dir: Path, wave_size: int | None = None, wave: int | None = N
     view = open_view(Path(run_dir).resolve())
     run = view.run_dir
     outputs_dir(run)
-    prompts = run / "prompts"
-    prompts.mkdir(exist_ok=True)
+    prompts = safe_dir(run, "prompts")
     template = run_template(run, view.manifest)
     variables = template_variables(view.manifest)
     name = (view.manifest.get("template") or {}).get("name") or "batch"

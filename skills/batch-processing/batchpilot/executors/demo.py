@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from batchpilot.core.files import safe_dir
 from batchpilot.core.paths import SAMPLES_DIR
 from batchpilot.core.progress import Progress
 from batchpilot.core.shell import next_command
@@ -26,8 +27,7 @@ DEMO_FAULTS = ("kind=overloaded,rate=0.25", "kind=expired,rate=0.12")
 
 def demo_config(run_dir: Path) -> EmulatorConfig:
     """The demo's emulator: persistent in RUN/emulator, a clock 600x faster than wall time, a few faults."""
-    data_dir = run_dir / "emulator"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = safe_dir(run_dir, "emulator")
     # 8 requests at 0.01 requests per emulated second, 600 emulated seconds per wall second: ~1.3 s a batch.
     return EmulatorConfig(seed=DEMO_SEED, time_scale=600.0, batch_speed=0.01, data_dir=str(data_dir), persist=True,
                           faults=[FaultRule.parse(spec) for spec in DEMO_FAULTS])

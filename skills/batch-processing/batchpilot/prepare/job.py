@@ -8,6 +8,7 @@ reserve its budget against.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -111,6 +112,10 @@ def open_job(
         raise BatchpilotError("--model is empty", f"leave it out to use the template's model ({template.model})")
     model = model or template.model
     max_tokens = max_tokens if max_tokens is not None else template.max_tokens
+    for flag, price in (("--price-in", price_in), ("--price-out", price_out)):
+        if price is not None and not math.isfinite(price):
+            raise BatchpilotError(f"{flag} {price} is not a finite number",
+                                  "give the price in USD per million tokens, e.g. --price-in 3 --price-out 15")
     if (price_in is None) != (price_out is None):
         raise BatchpilotError("--price-in and --price-out go together", "give both, in USD per million tokens")
     prices = prices_for(model, price_in, price_out)

@@ -18,8 +18,10 @@ variables are known, and the request builder uses the bound template:
 * `"enum_from_var": {"/json/pointer": "NAME"}` — the subschema at that pointer gets `enum` set to the
   variable's comma-separated values, so the output can only use the user's labels.
 
-Rendering wraps `{{item.content}}` in `<item_content>` delimiters (escaping any closing tag inside the item),
-because items are untrusted data and the instructions say so.
+Rendering wraps `{{item.content}}` in `<item_content>` delimiters because items are untrusted data and the
+instructions say so. Every value that comes from an item (content, path, id, any field) is escaped the same
+way: a delimiter tag inside it, in any letter case or spacing, gets a backslash after its `<`, so no item can open or close
+the wrapper.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}")
 NAME_RE = re.compile(r"^\s*(item|var)\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
 OPEN_TAG, CLOSE_TAG = "<item_content>", "</item_content>"
 DIFF_OPEN, DIFF_CLOSE = "<item_diff>", "</item_diff>"
+# Any spelling a model could read as a delimiter: `</item_content>`, `< / ITEM_DIFF >`, `<item_content`.
+DELIMITER_RE = re.compile(r"<(\s*/?\s*item_(?:content|diff))", re.IGNORECASE)
 
 
 @dataclass
@@ -357,10 +361,15 @@ def resolve_variables(template: Template, given: dict[str, str]) -> dict[str, st
     return values
 
 
+def escape_item_text(text: str) -> str:
+    """Item data made inert: a backslash after the `<` of every delimiter-like tag (`<\\/item_content>`,
+    `<\\/item_diff>`), in any letter case or spacing, so it reads as text and cannot open or close a wrapper."""
+    return DELIMITER_RE.sub(r"<\\\1", text)
+
+
 def wrap_content(content: str, open_tag: str = OPEN_TAG, close_tag: str = CLOSE_TAG) -> str:
-    """The item inside delimiters; a closing delimiter inside the item is escaped so it cannot break out."""
-    safe = content.replace(close_tag, close_tag.replace("</", "<\\/"))
-    return f"{open_tag}\n{safe}\n{close_tag}"
+    """The item inside delimiters; a delimiter inside the item is escaped so it cannot break out."""
+    return f"{open_tag}\n{escape_item_text(content)}\n{close_tag}"
 
 
 def render(text: str, item: Any | None, variables: dict[str, str]) -> str:
@@ -377,12 +386,12 @@ def render(text: str, item: Any | None, variables: dict[str, str]) -> str:
             # The diff quotes the file, so it is untrusted data too, delimited like the content.
             return wrap_content(str(item.fields.get("diff", "")), DIFF_OPEN, DIFF_CLOSE)
         if name == "id":
-            return item.custom_id
+            return escape_item_text(item.custom_id)
         if name == "path":
-            return item.path or item.source
+            return escape_item_text(item.path or item.source)
         if name in item.fields:
             value = item.fields[name]
-            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            return escape_item_text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
         raise BatchpilotError(
             f"item {item.custom_id} ({item.source}) has no field {name!r} for {{{{item.{name}}}}}",
             f"available fields: {', '.join(sorted(item.fields)) or 'none'}; change user.md or the items",

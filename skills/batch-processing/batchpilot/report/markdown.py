@@ -117,9 +117,9 @@ def write_report(run_dir: Path, progress: Any = None, formats: tuple[str, ...] =
     if progress:
         progress.stage(f"writing the report of {run_dir} ...")
     data = collect(run_dir, schema)
-    with atomic_stream(run_dir / "report.md") as fh:
+    with atomic_stream(run_dir / "report.md", sweep=True) as fh:
         fh.write(render_md(manifest, summary, data))
-    with atomic_stream(run_dir / "report.html") as fh:
+    with atomic_stream(run_dir / "report.html", sweep=True) as fh:
         fh.write(render_html(manifest, summary, data))
     return {"report.md": str(run_dir / "report.md"), "report.html": str(run_dir / "report.html")}
 

@@ -112,7 +112,7 @@ def _table(merged_path: Path, layout: Layout) -> Iterator[list[Any]]:
 def write_csv(merged_path: Path, target: Path, schema: dict) -> int:
     """merged.jsonl → CSV (RFC 4180, UTF-8); returns the number of data rows."""
     layout, rows = Layout(schema), 0
-    with atomic_stream(target) as fh:
+    with atomic_stream(target, sweep=True) as fh:
         writer = csv.writer(fh, lineterminator="\r\n")
         writer.writerow(layout.columns)
         for row in _table(merged_path, layout):
@@ -124,7 +124,7 @@ def write_csv(merged_path: Path, target: Path, schema: dict) -> int:
 def write_md(merged_path: Path, target: Path, schema: dict) -> int:
     """merged.jsonl → one Markdown table; returns the number of data rows."""
     layout, rows = Layout(schema), 0
-    with atomic_stream(target) as fh:
+    with atomic_stream(target, sweep=True) as fh:
         fh.write("| " + " | ".join(md_cell(c) for c in layout.columns) + " |\n")
         fh.write("|" + "---|" * len(layout.columns) + "\n")
         for row in _table(merged_path, layout):

@@ -85,7 +85,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     findings = findings if has_line_fields(view.schema, findings) else None  # the line checks need file and lines
     flagged = 0
     reader = open(results_path, "rb") if results_path.exists() else nullcontext(None)  # no results: all missing
-    with atomic_stream(run_dir / "merged.jsonl") as out, reader as fh:
+    with atomic_stream(run_dir / "merged.jsonl", sweep=True) as out, reader as fh:
         for pos, item in enumerate(iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False, require=("custom_id",))):
             status, output, error, record = outcome(pos, ledger, fh, view)
             message = (record or {}).get("result", {}).get("message")

@@ -38,7 +38,7 @@ from typing import Callable
 
 from batchpilot.api.failures import PERMANENT_ERRORS, RETRYABLE_ERRORS
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.core.files import damaged, parse_json
+from batchpilot.core.files import damaged, parse_json, safe_dir
 from batchpilot.results.repair import Repairer, select_invalid
 from batchpilot.rundir.journal import journal
 from batchpilot.rundir.records import custom_id_of
@@ -159,8 +159,7 @@ def write_round_file(run_dir: Path, round_: int, selected: dict[str, str], prefi
 
     A line is the original request, or for a category in REWRITERS (`invalid`) the rewritten one."""
     run_dir = Path(run_dir)
-    folder = run_dir / "rounds"
-    folder.mkdir(exist_ok=True)
+    folder = safe_dir(run_dir, "rounds")
     rel = f"rounds/{prefix}-{round_}.jsonl"
     tmp = folder / f".{prefix}-{round_}.jsonl.tmp"
     rewrite = {c: REWRITERS[c](run_dir) for c in set(selected.values()) & set(REWRITERS)}

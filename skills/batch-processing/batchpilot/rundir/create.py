@@ -8,7 +8,6 @@ content, variables, model, options and items): then it is a no-op.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import shutil
@@ -22,7 +21,8 @@ from batchpilot.core import crash
 from batchpilot.version import __version__
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.clock import now_iso
-from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, naming, read_json
+from batchpilot.core.paths import SKILL_DIR
+from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, naming, pid_alive, read_json
 from batchpilot.prepare.items import Item, describe_skipped, items_fingerprint_update
 from batchpilot.prepare.build import RequestBuilder
 from batchpilot.rundir.lookup import job_fingerprint
@@ -80,13 +80,14 @@ def create_run(
     `skipped_log` is filled by the item loader as it goes (source, reason, detail tuples).
     """
     run_dir = Path(run_dir)
+    _refuse_inside_skill(run_dir)
     if run_dir.exists():
         return _reprepare(run_dir, items, skipped_log, settings)
     parent = run_dir.parent
     tmp = parent / f".{run_dir.name}.partial-{os.getpid()}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_partials(parent, run_dir.name)
+        _remove_dead_partials(parent)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -152,18 +153,22 @@ def _won_by_other(run_dir: Path, inputs_hash: str) -> PrepareResult:
     return PrepareResult(run_dir, int(other.get("item_count", 0)), Counter(other.get("skipped") or {}), True, other)
 
 
-def _remove_dead_partials(parent: Path, name: str) -> None:
-    """Remove the `.<name>.partial-<pid>` directories of prepares that were killed (their process is gone)."""
-    for stale in parent.glob(f".{glob.escape(name)}.partial-*"):
+def _refuse_inside_skill(run_dir: Path) -> None:
+    """A run inside the skill's own folder would be deleted by the next update of the skill."""
+    target, skill = run_dir.resolve(), SKILL_DIR.resolve()
+    if target == skill or skill in target.parents:
+        raise BatchpilotError(f"--run {run_dir} is inside the skill's folder {skill}",
+                              "an update of the skill would delete it: put runs in your project "
+                              "(the default is .batchpilot/runs/ under the current directory)")
+
+
+def _remove_dead_partials(parent: Path) -> None:
+    """Remove the `.<run>.partial-<pid>` directories of prepares that were killed (their process is gone),
+    whatever run they were for: a killed prepare of a timestamped default run is never prepared again."""
+    for stale in parent.glob(".*.partial-*"):
         pid = stale.name.rpartition("-")[2]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and stale.is_dir() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass  # alive under another user, or not ours to judge
 
 
 def _reprepare(run_dir: Path, items: Iterable[Item], skipped_log: list, settings: dict) -> PrepareResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.core.files import read_json
+from batchpilot.core.files import read_json, refuse_links
 
 FORMAT_VERSION = 1
 RUNS_HOME = Path(".batchpilot") / "runs"  # where runs go by default, under the current directory
@@ -54,6 +54,7 @@ def open_run(run_dir: Path | str) -> dict:
     if not (run_dir / "run.json").is_file():
         raise BatchpilotError(f"{run_dir} is not a run directory (no run.json)",
                               "create one with `batchpilot prepare --template T --items SRC --run DIR`")
+    refuse_links(run_dir, drop_zones=("outputs",))  # outputs/: agents' files, read without following links
     manifest = read_json(run_dir / "run.json", "run manifest")
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise BatchpilotError(f"{run_dir / 'run.json'}: unsupported or damaged manifest", "prepare the run again into a new directory")

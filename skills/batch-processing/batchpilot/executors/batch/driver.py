@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from batchpilot.core.files import safe_dir
 from batchpilot.api.client import api_client
 from batchpilot.core.progress import Progress
 from batchpilot.executors.batch.fetch import fetch_ready
@@ -31,9 +32,7 @@ def batch_client(emulate: bool, run_dir: Path | None = None, emulator_config: An
     if emulate and emulator_config is None:
         from batchpilot.emulator.config import EmulatorConfig  # the emulator is loaded only for a rehearsal
 
-        data_dir = Path(run_dir) / EMULATOR_DIR if run_dir is not None else None
-        if data_dir is not None:
-            data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = safe_dir(Path(run_dir), EMULATOR_DIR) if run_dir is not None else None
         emulator_config = EmulatorConfig(data_dir=str(data_dir) if data_dir else None, persist=data_dir is not None)
     with api_client(emulate, emulator_config=emulator_config) as client:
         yield client

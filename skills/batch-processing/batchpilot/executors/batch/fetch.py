@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from batchpilot.core.files import safe_dir
 from batchpilot.core import crash
 from batchpilot.api.client import describe_api_error
 from batchpilot.api.failures import describe
@@ -61,8 +62,7 @@ def fetch_batch(client: Any, run_dir: Path, state: RunState, batch: BatchState, 
     if batch.recording is not None:
         _truncate(results, batch.recording)  # a recording was cut short: undo its partial append
         batch.recording = None
-    folder = run_dir / "batches"
-    folder.mkdir(exist_ok=True)
+    folder = safe_dir(run_dir, "batches")
     raw = folder / f"{batch.id}.jsonl"
     if batch.downloaded is None or not raw.exists():
         archived = _download(client, run_dir, batch, raw, progress)
