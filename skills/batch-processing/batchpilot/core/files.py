@@ -169,7 +169,11 @@ def atomic_stream(path: Path, binary: bool = False, sweep: bool = False) -> Iter
     with naming(path):
         if sweep:
             remove_stale_temps(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        except OSError as exc:
+            exc.filename = str(path)  # the user knows the file, not our temp name
+            raise
     try:
         with naming(path), (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             yield fh
