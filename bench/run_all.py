@@ -55,20 +55,22 @@ PROFILES: dict[str, dict[str, list[str]]] = {
                                   "--limiter-items", "600", "--limiter-rpm", "300"],
         "batch": ["--requests", "100000"],
         "merge": ["--sizes", "100000", "1000000"], "agents": [], "cost": ["--items", "1000"], "emulator": [],
-        "media": [],
+        "media": [], "memory": [],
     },
-    "quick": {name: ["--quick"] for name in ("startup", "direct", "batch", "merge", "agents", "cost", "emulator", "media")},
+    "quick": {name: ["--quick"] for name in ("startup", "direct", "batch", "merge", "agents", "cost", "emulator", "media",
+                                             "memory")},
     "smoke": {
         "startup": ["--runs", "1", "--no-warmup"],
         "direct": ["--items", "20", "--rpm", "600", "--token-items", "20", "--itpm", "240000", "--limiter-items", "20",
                    "--limiter-rpm", "600"], "batch": ["--requests", "2000"],
         "merge": ["--sizes", "1000", "5000"], "agents": ["--items", "5"], "cost": ["--items", "20"],
         "emulator": ["--seconds", "0.5", "--results", "2000"], "media": ["--files", "20", "--kb", "100"],
+        "memory": ["--line-mb", "8"],
     },
 }
 SCRIPTS = {"startup": "bench_startup.py", "direct": "bench_direct.py", "batch": "bench_batch.py",
            "merge": "bench_merge.py", "agents": "bench_agents.py", "cost": "bench_cost.py",
-           "emulator": "bench_emulator.py", "media": "bench_media.py"}
+           "emulator": "bench_emulator.py", "media": "bench_media.py", "memory": "bench_memory.py"}
 
 
 def row(bench: str, figure: str, value: float | None, unit: str, baseline: str, base: float | None,
@@ -223,9 +225,18 @@ def media_rows(d: dict) -> list[dict]:
     ]
 
 
+def memory_rows(d: dict) -> list[dict]:
+    base, target = d["cases"]["baseline"], d["target_ratio"]
+    labels = {"dev_zero": "plan --items /dev/zero", "fifo": "plan --items FIFO",
+              "long_line": f"plan, one {d['line_mb']} MB line", "long_line_prep": f"prepare, one {d['line_mb']} MB line"}
+    return [row("memory", f"peak RSS, {label} ({d['cases'][name]['seconds']} s)", d["cases"][name]["peak_rss_mb"], "MB",
+                "plan of 10 small files", base["peak_rss_mb"], f"≤ {target}", lambda r: r <= target)
+            for name, label in labels.items()]
+
+
 ROWS: dict[str, Callable[[dict], list[dict]]] = {
     "startup": startup_rows, "direct": direct_rows, "batch": batch_rows, "merge": merge_rows,
-    "agents": agents_rows, "cost": cost_rows, "emulator": emulator_rows, "media": media_rows,
+    "agents": agents_rows, "cost": cost_rows, "emulator": emulator_rows, "media": media_rows, "memory": memory_rows,
 }
 
 
