@@ -345,6 +345,8 @@ LINE_DAMAGE = [
     ("journal-deep-collect", "journal.jsonl", b"[" * 50_000 + b"\n", "collect", "nested too deeply"),
     ("merged-garbage-report", "merged.jsonl", b"garbage\n", "report", "merged.jsonl line 1"),
     ("summary-deep-report", "summary.json", b"[" * 50_000, "report", "nested too deeply"),
+    ("schema-array-report", "schema.json", b"[1]", "report", "must be an object"),
+    ("schema-null-merge", "schema.json", b"null", "merge", "must be an object"),
 ]
 
 

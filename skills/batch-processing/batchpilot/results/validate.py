@@ -49,7 +49,15 @@ def schema_for_run(run_dir: Path, manifest: dict | None = None) -> dict:
 
 
 def locate_schema(run_dir: Path, manifest: dict | None = None) -> tuple[dict, str]:
-    """`(schema, where it came from)`; a BatchpilotError when no trustworthy copy exists."""
+    """`(schema, where it came from)`; a BatchpilotError when no trustworthy copy exists or it is not an object."""
+    schema, source = _locate_schema(Path(run_dir), manifest)
+    if not isinstance(schema, dict):
+        raise BatchpilotError(f"{source}: a JSON Schema must be an object, not {type(schema).__name__}",
+                              "the run directory was edited or damaged: restore the schema, or prepare a new run")
+    return schema, source
+
+
+def _locate_schema(run_dir: Path, manifest: dict | None = None) -> tuple[dict, str]:
     run_dir = Path(run_dir)
     if (run_dir / "schema.json").is_file():
         return read_json(run_dir / "schema.json", "run schema"), "schema.json"
@@ -124,6 +132,8 @@ class OutputValidator:
     """Validates outputs against one schema (its declared draft; 2020-12 when it declares none)."""
 
     def __init__(self, schema: dict, source: str = "schema.json"):
+        if not isinstance(schema, dict):
+            raise BatchpilotError(f"{source}: a JSON Schema must be an object", "restore the schema and merge again")
         cls, problem = validator_class(schema)
         if problem is not None:
             raise BatchpilotError(f"{source}: not a valid JSON Schema: {problem.message}", "fix the schema and merge again")
