@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from batchpilot.prepare.gitdiff import Change, list_changes, new_side_size, read_new_side
-from batchpilot.prepare.items import BINARY_SNIFF_BYTES, Item, SkipFn, file_ids
+from batchpilot.prepare.items import Item, SkipFn, file_ids
+from batchpilot.prepare.reader import sniff
 
 DIFF_KIND = "diff"
 
@@ -56,8 +57,9 @@ def _skip_reason(change: Change) -> tuple[str, str] | None:
 
 
 def _decode(data: bytes, source: str, skip: SkipFn) -> str | None:
-    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        skip(source, "binary", "contains NUL bytes")
+    found = sniff(data)  # the one "first bytes, then decide" step, shared with every other item source
+    if found:
+        skip(source, *found)
         return None
     try:
         text = data.decode("utf-8")

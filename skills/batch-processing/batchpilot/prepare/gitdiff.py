@@ -31,6 +31,7 @@ from typing import Iterator
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.prepare.gitpatch import read_sections
+from batchpilot.prepare.reader import open_regular
 
 GIT_PREFIX = "git:"
 STAGED = "staged"
@@ -214,7 +215,8 @@ def _in_worktree(top: str, path: str) -> str:
 def read_new_side(top: str, spec: Spec, path: str) -> bytes:
     """The file's bytes on the new side of the change (an OSError when they cannot be read)."""
     if spec.new_side == WORKTREE:
-        with open(_in_worktree(top, path), "rb") as fh:
+        # The bounded reader's open: a FIFO or device in the worktree is refused, never read or waited on.
+        with open_regular(_in_worktree(top, path)) as fh:
             return fh.read()
     ref = f":{path}" if spec.new_side == INDEX else f"{spec.new_side}:{path}"
     done = _run(["cat-file", "blob", ref], top, binary=True)
