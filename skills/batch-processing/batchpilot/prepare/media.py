@@ -30,6 +30,7 @@ import struct
 from dataclasses import asdict, dataclass
 
 from batchpilot.prepare.pdf import pdf_pages
+from batchpilot.prepare.reader import NotRegular, open_regular
 
 PDF_MAX_PAGES = 100
 REQUEST_MAX_BYTES = 32 * 1000 * 1000  # 32 MB; the decimal reading is the stricter one
@@ -101,7 +102,7 @@ def sniff(head: bytes) -> str | None:
 def sniff_file(path: str) -> str | None:
     """`sniff` of a file's first bytes (None when it cannot be read: the text reader reports that)."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # the bounded reader's open: a FIFO or device is never read or waited on
             return sniff(fh.read(SNIFF_BYTES))
     except OSError:
         return None
@@ -129,8 +130,12 @@ def inspect(path: str, inline: bool = True) -> Media | Refusal:
         size = os.path.getsize(path)
         if size > REQUEST_MAX_BYTES:
             return Refusal("oversized", f"{size} bytes > the API's 32 MB request limit")
-        with open(path, "rb") as fh:
-            data = fh.read()
+        with open_regular(path) as fh:  # never more than the limit, even if the file grew since the size check
+            data = fh.read(REQUEST_MAX_BYTES + 1)
+        if len(data) > REQUEST_MAX_BYTES:
+            return Refusal("oversized", "more than the API's 32 MB request limit")
+    except NotRegular as exc:
+        return Refusal("special", str(exc))
     except OSError as exc:
         return Refusal("unreadable", exc.strerror or str(exc))
     media_type = sniff(data[:SNIFF_BYTES])
