@@ -160,6 +160,8 @@ def inspect(path: str, inline: bool = True) -> Media | Refusal:
     if dims is None:
         return Refusal("unreadable_image", f"no {media_type} dimensions in its header")
     width, height = dims
+    if min(width, height) < 1:  # a lying header: no pixels to read, and a cost of 0 would be a wrong estimate
+        return Refusal("unreadable_image", f"{width}x{height} px in its {media_type} header; a real image has at least 1x1")
     if max(width, height) > IMAGE_MAX_SIDE:
         return Refusal("too_many_pixels", f"{width}x{height} px > the API's {IMAGE_MAX_SIDE}x{IMAGE_MAX_SIDE} px limit")
     if inline and b64 > IMAGE_MAX_BASE64:
@@ -208,8 +210,13 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+WEBP_HEADER_BYTES = {b"VP8X": 30, b"VP8L": 25, b"VP8 ": 30}  # where each chunk's size fields end
+
+
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     chunk = data[12:16]
+    if len(data) < WEBP_HEADER_BYTES.get(chunk, 0):  # truncated: empty slices would read as 1x1
+        return None
     if chunk == b"VP8X":
         return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
     if chunk == b"VP8L":
