@@ -332,3 +332,33 @@ def test_step_by_step_submit_status_fetch_uploads_once_and_fetch_deletes_at_the_
     assert r.receipt["uploads"] == {"deleted": 6, "kept": 0}
     log = [json.loads(l) for l in Path("r/emulator/files.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "uploaded" for e in log) == sum(e["event"] == "deleted" for e in log) == 6
+
+
+def test_an_explicit_retry_after_the_uploads_were_deleted_uploads_what_it_needs_once_again(tmp_path, emulator):
+    from batchpilot.emulator.behaviour.faults import FaultRule
+
+    account = dict(data_dir=str(tmp_path / "account"), persist=True)
+    emu = emulator(**account, faults=[FaultRule.parse("kind=errored,match=^shot-a")])
+    env = dict(os.environ, ANTHROPIC_BASE_URL=emu.base_url, ANTHROPIC_API_KEY="test-key",
+               BATCHPILOT_POLL_MIN="0.02", BATCHPILOT_POLL_MAX="0.1")
+    samples.inbox(tmp_path / "inbox")
+    first = cli(tmp_path, env, "run", "-t", "summarize", "-i", INBOX, "--mode", "batch", "--upload", "files", "--run", "r")
+    assert first.returncode == 0, first.stderr[-2000:]
+    receipt = json.loads(first.stdout)
+    assert receipt["counts"]["ok"] == 5 and receipt["uploads"]["deleted"] == 6  # shot-a errored for good: job ended
+    emu.__exit__(None, None, None)
+    emu = emulator(**account)  # the same account, the fault gone (the user fixed what made the request fail)
+    env["ANTHROPIC_BASE_URL"] = emu.base_url
+    killed = cli(tmp_path, dict(env, BATCHPILOT_CRASH_AFTER="after-upload-before-journal"), "retry", "r", "--only", "errored")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    again = cli(tmp_path, env, "retry", "r", "--only", "errored")
+    assert again.returncode == 0, again.stderr[-2000:]
+    receipt = json.loads(again.stdout)
+    assert receipt["items"] == {"ok": 6} and receipt["uploads"] == {"deleted": 7, "kept": 0}, receipt
+    log = [json.loads(l) for l in (tmp_path / "account/files.jsonl").read_text().splitlines()]
+    uploaded = [e["filename"] for e in log if e["event"] == "uploaded"]
+    assert len(uploaded) == 7 and sum("shot-a" in name for name in uploaded) == 2  # only what the retry needed, once
+    assert {e["id"] for e in log if e["event"] == "deleted"} == {e["id"] for e in log if e["event"] == "uploaded"}
+    lines = {l["custom_id"]: attachment(l)["source"]["file_id"] for l in requests_of(tmp_path / "r")}
+    newest = [e["id"] for e in log if e["event"] == "uploaded" and "shot-a" in e["filename"]][-1]
+    assert lines["shot-a-png"] == newest

@@ -13,7 +13,10 @@ Once every file has an id, requests.jsonl is rewritten (atomically) with the ids
 placeholders and `uploads_resolved` journaled; rounds are planned from it afterwards, so a batch carries
 only file ids. `finish_uploads` (called by `run`, `retry` and `fetch`) deletes the uploads (`upload_deleted`
 after each) when the job has ended with nothing left to retry, unless the run was prepared with `--keep-uploads`; a job that may still be
-retried keeps them for its retries. The Files API and its beta header:
+retried keeps them for its retries. An explicit `retry` after that (`--only errored`) calls `restore_uploads`
+before it writes its round: each deleted file a selected item needs is uploaded again, once, with the same
+intent / done journaling and reconciliation (`replaces` names the deleted id), and requests.jsonl is
+rewritten with the new ids; the run that ends the job deletes them again. The Files API and its beta header:
 https://platform.claude.com/docs/en/build-with-claude/files.
 """
 
@@ -108,9 +111,9 @@ def ensure_uploads(client: Any, run_dir: Path, progress: Progress) -> dict | Non
     return {"files": len(done), "uploaded": uploaded, "reconciled": reconciled}
 
 
-def _upload(client: Any, run_dir: Path, sha: str, media: dict) -> str:
+def _upload(client: Any, run_dir: Path, sha: str, media: dict, **extra: Any) -> str:
     name = upload_name(media)
-    record(run_dir, "upload_intent", sha256=sha, name=name, bytes=media["bytes"])
+    record(run_dir, "upload_intent", sha256=sha, name=name, bytes=media["bytes"], **extra)
     try:
         with open(media["path"], "rb") as fh:
             meta = client.beta.files.upload(file=(name, fh, media["media_type"]), betas=[FILES_BETA])
@@ -120,6 +123,73 @@ def _upload(client: Any, run_dir: Path, sha: str, media: dict) -> str:
     crash.point("after-upload-before-journal")
     record(run_dir, "upload_done", sha256=sha, file_id=meta.id, reconciled=False)
     return meta.id
+
+
+def restore_uploads(client: Any, run_dir: Path, custom_ids: Any, progress: Progress) -> int:
+    """Upload again the deleted files the items `custom_ids` need; rewrite requests.jsonl. Returns how many.
+
+    Each file's latest `upload_done` is its current id. One whose current id was deleted is uploaded again
+    (journaled before and after); an intent left without its done by a kill is reconciled first, as in
+    `ensure_uploads`. Every older id of a file then becomes its current one in requests.jsonl, so a rerun
+    after a kill between the upload and the rewrite still rewrites."""
+    run_dir = Path(run_dir)
+    if not uses_uploads(run_dir):
+        return 0
+    done, pending, deleted, history = _upload_history(run_dir)
+    if not deleted:
+        return 0  # the uploads of a job that has not ended are all alive
+    files = wanted(run_dir)
+    needed = {}
+    for item in iter_jsonl(run_dir / "items.jsonl", tolerate_torn_tail=False):
+        sha = (item.get("media") or {}).get("sha256")
+        if sha and item["custom_id"] in custom_ids and done.get(sha) in deleted:
+            needed[sha] = files[sha]
+    restored = 0
+    for sha, media in needed.items():
+        old = done[sha]
+        found = _reconcile(client, media, set(history)) if sha in pending else None
+        if found:
+            record(run_dir, "upload_done", sha256=sha, file_id=found, reconciled=True, replaces=old)
+        else:
+            found = _upload(client, run_dir, sha, media, replaces=old)
+        done[sha], history[found] = found, sha
+        restored += 1
+        progress.stage(f"uploaded again {restored}/{len(needed)}: {media['path']} (its upload was deleted)")
+    stale = {fid: done[sha] for fid, sha in history.items() if done[sha] != fid and done[sha] not in deleted}
+    if stale:
+        _replace_ids(run_dir, stale)
+    return restored
+
+
+def _upload_history(run_dir: Path) -> tuple[dict[str, str], set[str], set[str], dict[str, str]]:
+    """(sha -> current file id, shas whose last intent has no done yet, deleted ids, every id -> its sha)."""
+    done: dict[str, str] = {}
+    pending: set[str] = set()
+    deleted: set[str] = set()
+    history: dict[str, str] = {}
+    for event in iter_journal(run_dir):
+        kind = event.get("event")
+        if kind == "upload_intent":
+            pending.add(event["sha256"])
+        elif kind == "upload_done":
+            done[event["sha256"]] = event["file_id"]
+            history[event["file_id"]] = event["sha256"]
+            pending.discard(event["sha256"])
+        elif kind == "upload_deleted":
+            deleted.add(event["file_id"])
+    return done, pending, deleted, history
+
+
+def _replace_ids(run_dir: Path, stale: dict[str, str]) -> None:
+    """requests.jsonl with each stale file id (a JSON string) replaced by its file's current id (atomic)."""
+    path = run_dir / "requests.jsonl"
+    quoted = {f'"{old}"'.encode(): f'"{new}"'.encode() for old, new in stale.items()}
+    with open(path, "rb") as src, atomic_stream(path, binary=True) as dst:
+        for line in src:
+            if b'"file_id"' in line:
+                for old, new in quoted.items():
+                    line = line.replace(old, new)
+            dst.write(line)
 
 
 def _reconcile(client: Any, media: dict, claimed: set[str]) -> str | None:

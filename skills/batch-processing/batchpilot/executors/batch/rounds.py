@@ -22,6 +22,7 @@ from batchpilot.core.shell import next_command
 from batchpilot.executors.batch.driver import submit_step, wait_and_fetch
 from batchpilot.executors.batch.state import load_state, record, round_refusal
 from batchpilot.executors.batch.submit import plan_round
+from batchpilot.executors.uploads import restore_uploads
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS, DEFAULT_SELECTION, classify, write_round_file
 
 
@@ -92,6 +93,7 @@ def drive(client: Any, run_dir: Path, progress: Progress, emulate: bool, wait: b
         by = {}
         for category in found.selected.values():
             by[category] = by.get(category, 0) + 1
+        restore_uploads(client, run_dir, found.selected, progress)  # an explicit retry after the uploads were deleted
         source = write_round_file(run_dir, current + 1, found.selected)
         plan_round(run_dir, current + 1, source, ok_before=found.ok, selected=by)
         progress.stage(f"round {current + 1}: retrying {len(found.selected)} item(s) "
