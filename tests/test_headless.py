@@ -243,3 +243,21 @@ def test_headless_real_cli_not_logged_in(bp, tmp_path):
     assert proc.returncode == 1
     assert "Error: claude is not logged in" in proc.stderr and "Hint:" in proc.stderr
     assert not (run / "results.jsonl").exists()
+
+
+def test_headless_lets_claude_read_a_document_item_where_it_lies(bp, tmp_path, fake_claude, monkeypatch):
+    import media_samples
+
+    folder = tmp_path / "elsewhere" / "scans"
+    folder.mkdir(parents=True)
+    (folder / "contract.pdf").write_bytes(media_samples.pdf(2))
+    (folder / "note.txt").write_text("a text item needs no file access\n")
+    assert bp("prepare", "-t", "summarize", "-i", str(folder), "--mode", "headless", "--run", "r").code == 0
+    monkeypatch.setenv("BATCHPILOT_CLAUDE", str(fake_claude))
+    r = bp("headless", "r")
+    assert r.code == 0, r.stderr
+    argv = {("--add-dir" in c["argv"]): c["argv"] for c in fake_calls(tmp_path)}
+    assert set(argv) == {True, False}  # the PDF's call only
+    document = argv[True]
+    assert document[document.index("--add-dir") + 1] == str(folder.resolve())
+    assert document[document.index("--allowedTools") + 1] == "Read"

@@ -88,6 +88,19 @@ def claude_command(claude: str, schema: dict, model: str | None, bare: bool) -> 
     return cmd
 
 
+def item_command(cmd: list[str], item: dict) -> list[str]:
+    """`cmd` for one item; a document or image item also gets its file's folder and the Read tool.
+
+    The prompt names the file's absolute path and Claude Code's Read tool opens PDFs and images. Read needs no
+    approval, but Claude Code scopes its file tools to the working directories, so the file's folder is added
+    with `--add-dir`, and Read is allowed by name so a narrower tool list still keeps it
+    (https://code.claude.com/docs/en/cli-reference: --add-dir, --allowedTools)."""
+    media = item.get("media") if isinstance(item, dict) else None
+    if not media or not media.get("path"):
+        return cmd
+    return [*cmd, "--add-dir", os.path.dirname(media["path"]), "--allowedTools", "Read"]
+
+
 @dataclass
 class Call:
     """What one subprocess did."""
@@ -228,7 +241,8 @@ def run_headless(run_dir: Path, parallel: int = DEFAULT_PARALLEL, claude: str | 
                     if nxt is None:
                         break
                     cid, params, item = nxt
-                    running[executor.submit(pool.call, cmd, headless_prompt(params, item), timeout, env, cwd)] = cid
+                    running[executor.submit(pool.call, item_command(cmd, item), headless_prompt(params, item), timeout,
+                                             env, cwd)] = cid
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
