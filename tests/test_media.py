@@ -362,3 +362,14 @@ def test_an_explicit_retry_after_the_uploads_were_deleted_uploads_what_it_needs_
     lines = {l["custom_id"]: attachment(l)["source"]["file_id"] for l in requests_of(tmp_path / "r")}
     newest = [e["id"] for e in log if e["event"] == "uploaded" and "shot-a" in e["filename"]][-1]
     assert lines["shot-a-png"] == newest
+
+
+def test_a_file_changed_between_prepare_and_submit_is_not_uploaded(bp):
+    samples.inbox(Path("inbox"))
+    assert bp("prepare", "-t", "summarize", "-i", INBOX, "--mode", "batch", "--upload", "files", "--run", "r").code == 0
+    Path("inbox/shot-a.png").write_bytes(samples.png(64, 49))  # edited after prepare: other bytes, other cost
+    r = bp("submit", "r", "--emulate")
+    assert r.code == 1 and "shot-a.png has changed since the run was prepared" in r.stderr and "Hint:" in r.stderr
+    log = [json.loads(l) for l in Path("r/emulator/files.jsonl").read_text().splitlines()] \
+        if Path("r/emulator/files.jsonl").exists() else []
+    assert not any("shot-a" in e.get("filename", "") for e in log)

@@ -22,6 +22,7 @@ https://platform.claude.com/docs/en/build-with-claude/files.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,9 @@ def _upload(client: Any, run_dir: Path, sha: str, media: dict, **extra: Any) -> 
     record(run_dir, "upload_intent", sha256=sha, name=name, bytes=media["bytes"], **extra)
     try:
         with open(media["path"], "rb") as fh:
+            if _sha256_of(fh) != sha:  # changed since prepare: its pages, limits and cost were for other bytes
+                raise BatchpilotError(f"{media['path']} has changed since the run was prepared",
+                                      "restore it, or prepare the run again into a new directory")
             meta = client.beta.files.upload(file=(name, fh, media["media_type"]), betas=[FILES_BETA])
     except OSError as exc:
         raise BatchpilotError(f"cannot read {media['path']}: {exc.strerror or exc}",
@@ -190,6 +194,15 @@ def _replace_ids(run_dir: Path, stale: dict[str, str]) -> None:
                 for old, new in quoted.items():
                     line = line.replace(old, new)
             dst.write(line)
+
+
+def _sha256_of(fh: Any) -> str:
+    """The sha256 of an open file, read in chunks; the file is left rewound for the upload."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(chunk)
+    fh.seek(0)
+    return digest.hexdigest()
 
 
 def _reconcile(client: Any, media: dict, claimed: set[str]) -> str | None:

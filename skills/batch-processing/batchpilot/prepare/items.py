@@ -350,7 +350,8 @@ def _record_item(record: dict, custom_id: str, source: str, content_field: str |
             return None
         target = os.path.join(attach.base, os.path.expanduser(value))
         if not os.path.isfile(target):
-            skip(source, "unreadable", f"{value}: no such file")
+            what = "a directory, not a file" if os.path.isdir(target) else "no such file"
+            skip(source, "unreadable", f"{value}: {what} (paths are relative to {attach.base})")
             return None
         if not sniff_file(target):
             skip(source, "binary", f"{value}: not a PDF, PNG, JPEG, GIF or WebP")
