@@ -373,3 +373,22 @@ def test_a_file_changed_between_prepare_and_submit_is_not_uploaded(bp):
     log = [json.loads(l) for l in Path("r/emulator/files.jsonl").read_text().splitlines()] \
         if Path("r/emulator/files.jsonl").exists() else []
     assert not any("shot-a" in e.get("filename", "") for e in log)
+
+
+def test_a_run_reconciling_a_lost_upload_never_adopts_another_runs_upload_of_the_same_file(tmp_path, emulator):
+    emu = emulator(data_dir=str(tmp_path / "account"), persist=True)
+    env = dict(os.environ, ANTHROPIC_BASE_URL=emu.base_url, ANTHROPIC_API_KEY="test-key",
+               BATCHPILOT_POLL_MIN="0.02", BATCHPILOT_POLL_MAX="0.1")
+    samples.inbox(tmp_path / "inbox")
+    args = ("-t", "summarize", "-i", INBOX, "--mode", "batch", "--upload", "files")
+    other = cli(tmp_path, env, "run", *args, "--keep-uploads", "--run", "other")  # still needs its uploads
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert cli(tmp_path, env, "prepare", *args, "--run", "mine").returncode == 0
+    killed = cli(tmp_path, dict(env, BATCHPILOT_CRASH_AFTER="journal:1"), "submit", "mine")  # after its first intent
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    done = cli(tmp_path, env, "run", *args, "--run", "mine")
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(l) for l in (tmp_path / "account/files.jsonl").read_text().splitlines()]
+    theirs = {attachment(l)["source"]["file_id"] for l in requests_of(tmp_path / "other")}
+    assert len(theirs) == 6 and not theirs & {e["id"] for e in log if e["event"] == "deleted"}
+    assert sum(e["event"] == "uploaded" for e in log) == 12  # each run uploaded its 6 files, once

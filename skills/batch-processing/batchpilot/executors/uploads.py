@@ -4,7 +4,7 @@ Prepare writes the requests with a placeholder file id per attachment (`prepare.
 the file's sha256). Before round 1 is planned, `ensure_uploads`:
 
 1. journals `upload_intent` (sha256, name, bytes) — fsynced before the POST;
-2. uploads the file under a name that starts with its hash (`<sha256[:16]>-<file name>`);
+2. uploads the file under a name that starts with its hash and the run's tag (`upload_name`);
 3. journals `upload_done` (sha256, file_id) after the answer.
 
 An intent without its `upload_done` (a kill, a lost answer) is *reconciled* before anything is uploaded
@@ -59,8 +59,11 @@ def wanted(run_dir: Path) -> dict[str, dict]:
     return out
 
 
-def upload_name(media: dict) -> str:
-    return f"{media['sha256'][:16]}-{os.path.basename(media['path'])}"
+def upload_name(media: dict, run_dir: Path) -> str:
+    """`<sha256[:16]>-<run tag>-<file name>`. The run tag (from the manifest's created_at) keeps another run's
+    upload of the same file from being adopted by this run's reconciliation, and then deleted under it."""
+    tag = hashlib.sha256(str(open_run(run_dir).get("created_at")).encode()).hexdigest()[:8]
+    return f"{media['sha256'][:16]}-{tag}-{os.path.basename(media['path'])}"
 
 
 def _journal_state(run_dir: Path) -> tuple[dict[str, str], set[str], set[str], bool, bool]:
@@ -98,7 +101,7 @@ def ensure_uploads(client: Any, run_dir: Path, progress: Progress) -> dict | Non
         if sha in done:
             continue
         if sha in intents:
-            found = _reconcile(client, media, set(done.values()))
+            found = _reconcile(client, run_dir, media, set(done.values()))
             if found:
                 record(run_dir, "upload_done", sha256=sha, file_id=found, reconciled=True)
                 done[sha] = found
@@ -113,7 +116,7 @@ def ensure_uploads(client: Any, run_dir: Path, progress: Progress) -> dict | Non
 
 
 def _upload(client: Any, run_dir: Path, sha: str, media: dict, **extra: Any) -> str:
-    name = upload_name(media)
+    name = upload_name(media, run_dir)
     record(run_dir, "upload_intent", sha256=sha, name=name, bytes=media["bytes"], **extra)
     try:
         with open(media["path"], "rb") as fh:
@@ -151,7 +154,7 @@ def restore_uploads(client: Any, run_dir: Path, custom_ids: Any, progress: Progr
     restored = 0
     for sha, media in needed.items():
         old = done[sha]
-        found = _reconcile(client, media, set(history)) if sha in pending else None
+        found = _reconcile(client, run_dir, media, set(history)) if sha in pending else None
         if found:
             record(run_dir, "upload_done", sha256=sha, file_id=found, reconciled=True, replaces=old)
         else:
@@ -205,9 +208,9 @@ def _sha256_of(fh: Any) -> str:
     return digest.hexdigest()
 
 
-def _reconcile(client: Any, media: dict, claimed: set[str]) -> str | None:
-    """The id of an upload of this file whose answer was lost: same name and size, not claimed yet."""
-    name = upload_name(media)
+def _reconcile(client: Any, run_dir: Path, media: dict, claimed: set[str]) -> str | None:
+    """The id of an upload of this file by this run whose answer was lost: same name and size, not claimed yet."""
+    name = upload_name(media, run_dir)
     for meta in client.beta.files.list(limit=LIST_LIMIT, betas=[FILES_BETA]):
         if meta.filename == name and meta.size_bytes == media["bytes"] and meta.id not in claimed:
             return meta.id
