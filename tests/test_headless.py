@@ -261,3 +261,23 @@ def test_headless_lets_claude_read_a_document_item_where_it_lies(bp, tmp_path, f
     document = argv[True]
     assert document[document.index("--add-dir") + 1] == str(folder.resolve())
     assert document[document.index("--allowedTools") + 1] == "Read"
+
+
+def test_headless_real_cli_reads_a_pdf_outside_its_working_directory(bp, tmp_path):
+    claude = require_tool("claude")
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "contract.pdf").write_bytes(__import__("media_samples").pdf(2))
+    run = tmp_path / "r"
+    assert bp("prepare", "-t", "summarize", "-i", str(folder), "--mode", "headless", "--run", str(run)).code == 0
+    read = {"name": "Read", "input": {"file_path": str(folder / "contract.pdf")}}
+    scenario = [{"when": {"turn": "prompt"}, "reply": {"tool_use": read}, "once": True}]
+    body = (f'cd "$WORK/home" && "$PY" -m batchpilot headless "{run}" --claude "{claude}" --model claude-haiku-4-5 '
+            f'--bare > "$WORK/receipt.json"')
+    proc = sandbox(tmp_path, body, scenario)
+    assert proc.returncode == 0, proc.stderr + (tmp_path / "emu.err").read_text()
+    posts = [l for l in requests_logged(tmp_path) if l["method"] == "POST"]
+    assert len(posts) == 2
+    # The turn after the Read carries the PDF's 2 pages (2,250 tokens each); a refused Read carries a short error.
+    grown = posts[1]["usage"]["input_tokens"] - posts[0]["usage"]["input_tokens"]
+    assert grown > 2 * 2_000, grown
