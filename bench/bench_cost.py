@@ -18,7 +18,7 @@ generated Python files. The same requests run three ways, each through the CLI w
 Billed cost is summary.json's `cost_usd` (merge prices each result's usage with `models.cost_usd`), checked
 against this script's own sum over results.jsonl. The estimate is `plan`'s figure of the same name.
 Output length is the model's choice, not
-the cost model's: `plan` guesses it from the template's `output_tokens_estimate`, so each mode is compared
+the cost model's: `plan` guesses it from the template's example output, so each mode is compared
 three ways: total cost with the template's estimate, the input side only (billed minus output tokens at the
 output price, same for the plan), and total cost with `output_tokens_estimate` set to the emulator's mean
 output per item (calibrated). Targets: the calibrated estimate within 10% of billed; batch_cached billed at
@@ -85,6 +85,8 @@ def make_template(work: Path) -> Path:
 
 
 def set_output_estimate(template: Path, tokens: int) -> int:
+    """Calibrate the copy's output estimate; plan prefers examples/output.json, so the copy loses it."""
+    (template / "examples" / "output.json").unlink(missing_ok=True)
     meta = json.loads((template / "template.json").read_text())
     original = meta.get("output_tokens_estimate")
     meta["output_tokens_estimate"] = tokens

@@ -56,9 +56,10 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "batch": ["--requests", "100000"],
         "merge": ["--sizes", "100000", "1000000"], "agents": [], "cost": ["--items", "1000"], "emulator": [],
         "media": [], "memory": [],
+        "estimates": ["--items", "1000", "--pilot", "20"],
     },
     "quick": {name: ["--quick"] for name in ("startup", "direct", "batch", "merge", "agents", "cost", "emulator", "media",
-                                             "memory")},
+                                             "memory", "estimates")},
     "smoke": {
         "startup": ["--runs", "1", "--no-warmup"],
         "direct": ["--items", "20", "--rpm", "600", "--token-items", "20", "--itpm", "240000", "--limiter-items", "20",
@@ -66,11 +67,13 @@ PROFILES: dict[str, dict[str, list[str]]] = {
         "merge": ["--sizes", "1000", "5000"], "agents": ["--items", "5"], "cost": ["--items", "20"],
         "emulator": ["--seconds", "0.5", "--results", "2000"], "media": ["--files", "20", "--kb", "100"],
         "memory": ["--line-mb", "8"],
+        "estimates": ["--items", "10", "--pilot", "4", "--templates", "classify"],
     },
 }
 SCRIPTS = {"startup": "bench_startup.py", "direct": "bench_direct.py", "batch": "bench_batch.py",
            "merge": "bench_merge.py", "agents": "bench_agents.py", "cost": "bench_cost.py",
-           "emulator": "bench_emulator.py", "media": "bench_media.py", "memory": "bench_memory.py"}
+           "emulator": "bench_emulator.py", "media": "bench_media.py", "memory": "bench_memory.py",
+           "estimates": "bench_estimates.py"}
 
 
 def row(bench: str, figure: str, value: float | None, unit: str, baseline: str, base: float | None,
@@ -234,9 +237,24 @@ def memory_rows(d: dict) -> list[dict]:
             for name, label in labels.items()]
 
 
+def estimates_rows(d: dict) -> list[dict]:
+    out = []
+    for r in d["rows"]:
+        job = f"{r['template']}, {r['mode']}, {d['items']:,} varied items"
+        low, high = (x / r["plan_expected_usd"] for x in r["plan_range_usd"])
+        out.append(row("estimates", f"billed ({job}), template-only estimate", r["billed_usd"], "USD", "plan's expected cost",
+                       r["plan_expected_usd"], f"in plan's range {low:.2f}–{high:.2f}",
+                       lambda x, lo=low, hi=high: lo <= x <= hi))
+        out.append(row("estimates", f"pilot of {d['pilot']}: extrapolated whole job ({job})", r["pilot_extrapolated_usd"],
+                       "USD", "billed, pilot + rest", r["pilot_billed_usd"], "0.85–1.15",
+                       lambda x: abs(x - 1) <= d["targets"]["pilot_error_at_most"]))
+    return out
+
+
 ROWS: dict[str, Callable[[dict], list[dict]]] = {
     "startup": startup_rows, "direct": direct_rows, "batch": batch_rows, "merge": merge_rows,
     "agents": agents_rows, "cost": cost_rows, "emulator": emulator_rows, "media": media_rows, "memory": memory_rows,
+    "estimates": estimates_rows,
 }
 
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_ALL = ROOT / "bench" / "run_all.py"
 # Rows each benchmark contributes to the table.
 EXPECTED_ROWS = {"startup": 5, "direct": 8, "batch": 4, "merge": 4, "agents": 3, "cost": 15, "emulator": 1, "media": 3,
-                 "memory": 4}
+                 "memory": 4, "estimates": 4}
 
 
 def test_run_all_smoke_produces_every_row(tmp_path):

@@ -181,7 +181,8 @@ def test_max_cost_stops_before_the_budget_is_exceeded(bp, emulator, tmp_path):
 
 def test_worst_case_cost_counts_a_one_hour_cache_write_at_twice_the_input_price():
     prices = Prices(1.0, 5.0)
-    params = {"model": "m", "max_tokens": 1000,
+    # a model of the older tokenizer, so 4,000 characters are 1,000 tokens (the newer one counts 1.3x)
+    params = {"model": "claude-haiku-4-5", "max_tokens": 1000,
               "system": [{"type": "text", "text": "s" * 4000, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
               "messages": [{"role": "user", "content": "u" * 400}]}
     from batchpilot.core.tokens import estimate_input_tokens

@@ -111,3 +111,10 @@ def test_one_table_of_modes():
     from batchpilot.executors.pipeline import EXECUTORS
 
     assert set(MODES) == set(EXECUTOR_COMMANDS) == set(EXECUTORS)
+
+
+def test_the_emulator_counts_tokens_with_its_own_tokenizer():
+    """The emulator must be able to disagree with the client's estimate: it never imports the estimator."""
+    wrong = [f"{name} imports {target}" for name, imports in GRAPH.items()
+             if name.startswith("batchpilot.emulator.") for target in imports if target == "batchpilot.core.tokens"]
+    assert wrong == []

@@ -122,8 +122,9 @@ def test_direct_repair_round(bp, api, tmp_path, style):
                       FaultRule("truncate", match=r"return x \+ 3\n", times=1)])
     items = write_items(Path("items.jsonl"), 6)
     run = Path("run")
+    # Sonnet 5 accepts forced tool use (the template's Sonnet 5.5 would be sent the json_schema style)
     r = bp("prepare", "--template", template_in_style(style, tmp_path), "--items", items, "--run", run,
-           "--mode", "direct")
+           "--mode", "direct", "--model", "claude-sonnet-5")
     assert r.code == 0, r.stderr
     r = bp("direct", run)
     assert r.code == 0, r.stderr

@@ -76,8 +76,10 @@ def test_style_shapes(style, tmp_path):
 def test_system_block_is_cached_with_one_hour_ttl_in_batch_mode_and_five_minutes_otherwise():
     template = load_template("code-review")
     values = resolve_variables(template, {})
-    batch = RequestBuilder(template, values, "claude-sonnet-5", 1000, "batch").system_blocks()[0]
-    direct = RequestBuilder(template, values, "claude-sonnet-5", 1000, "direct").system_blocks()[0]
+    # Opus 5 caches from 512 tokens; the code-review instructions (~900) are below Sonnet 5's 1,024.
+    batch = RequestBuilder(template, values, "claude-opus-5", 1000, "batch").system_blocks()[0]
+    direct = RequestBuilder(template, values, "claude-opus-5", 1000, "direct").system_blocks()[0]
+    assert "cache_control" not in RequestBuilder(template, values, "claude-sonnet-5", 1000, "batch").system_blocks()[0]
     assert batch["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     assert direct["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
 

@@ -286,10 +286,17 @@ def test_a_schema_outside_the_api_rules_is_fine_in_the_tool_style(bp):
     ranged = {**OBJ, "properties": {"age": {"type": "integer", "minimum": 0}}}
     write("ranged.json", json.dumps(ranged))
     write("a.txt", "Age: 41\n")
-    r = bp("prepare", "-t", "./my-extract", "-i", "a.txt", "--run", "run", "--var", "fields_schema=ranged.json")
+    # on a model that accepts forced tool use (the template's Sonnet 5.5 refuses it)
+    r = bp("prepare", "-t", "./my-extract", "-i", "a.txt", "--run", "run", "--var", "fields_schema=ranged.json",
+           "--model", "claude-sonnet-5")
     assert r.code == 0, r.stderr
     request = json.loads(Path("run/requests.jsonl").read_text().splitlines()[0])
     assert request["params"]["tools"][0]["input_schema"] == ranged
+    # on Sonnet 5.5 the same template falls back to the prompt style: no forced tool, no refused schema
+    r = bp("prepare", "-t", "./my-extract", "-i", "a.txt", "--run", "run55", "--var", "fields_schema=ranged.json")
+    assert r.code == 0, r.stderr
+    params = json.loads(Path("run55/requests.jsonl").read_text().splitlines()[0])["params"]
+    assert "tool_choice" not in params and "output_config" not in params and '"age"' in params["system"][0]["text"]
 
 
 # ------------------------------------------------------------------------------------------ the templates command

@@ -13,7 +13,7 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 from emulator.emu_helpers import MODEL, admin, params
 
 from batchpilot.emulator.behaviour.faults import FaultRule
-from batchpilot.core.tokens import estimate_input_tokens
+from batchpilot.emulator.behaviour.tokenizer import input_tokens
 
 SCHEMA = {
     "type": "object",
@@ -43,7 +43,8 @@ def test_messages_text_tools_schema_and_count_tokens(emulator):
     text = client.messages.create(**params("Say hi"))
     assert isinstance(text, Message) and text.content[0].type == "text" and text.stop_reason == "end_turn"
     assert text._request_id and text._request_id.startswith("req_")
-    assert text.usage.input_tokens == estimate_input_tokens(params("Say hi"))
+    # usage bills the emulator's own tokenizer (not the client's estimate)
+    assert text.usage.input_tokens == input_tokens(params("Say hi"))
 
     tool = client.messages.create(**params("Review", tools=[TOOL], tool_choice={"type": "tool", "name": "emit_result"}))
     assert tool.stop_reason == "tool_use" and tool.content[0].type == "tool_use"
@@ -55,7 +56,7 @@ def test_messages_text_tools_schema_and_count_tokens(emulator):
     body = params("Count me", system="You count.", tools=[TOOL])
     counted = client.messages.count_tokens(model=MODEL, messages=body["messages"], system=body["system"], tools=body["tools"])
     assert isinstance(counted, MessageTokensCount)
-    assert counted.input_tokens == estimate_input_tokens({k: v for k, v in body.items() if k != "max_tokens"})
+    assert counted.input_tokens == input_tokens({k: v for k, v in body.items() if k != "max_tokens"})
 
 
 def test_same_request_same_answer(emulator):

@@ -64,7 +64,7 @@ def emulator_clean(emu) -> None:
 def test_batch_fault_matrix_then_retry(bp, api):
     from batchpilot.emulator.behaviour.faults import FaultRule
 
-    emu = api(not_found_after_create=0.3, batch_requests_per_minute=40, faults=[
+    emu = api(not_found_after_create=0.3, batch_requests_per_minute=30, faults=[
         FaultRule("errored", match="^item-0001$"), FaultRule("invalid_json", match="^item-0002$"),
         FaultRule("truncate", match="^item-0003$"), FaultRule("refusal", match="^item-0004$"),
         FaultRule("overloaded", 0.3), FaultRule("api_error", 0.2), FaultRule("expired", 0.2),

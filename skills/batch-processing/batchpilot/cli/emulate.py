@@ -24,6 +24,10 @@ import click
 @click.option("--batch-window", type=float, help="Seconds from create to expires_at. [86400]")
 @click.option("--archive-after", type=float, help="Seconds from create until results are archived. [29 days]")
 @click.option("--cancel-delay", type=float, help="Seconds a canceled batch stays `canceling`. [1]")
+@click.option("--batch-cache-hit-rate", type=click.FloatRange(0, 1),
+              help="Share of in-batch requests whose cache read hits (best-effort in the real API). [0.6]")
+@click.option("--ordered-results", "shuffle_results", flag_value=False, default=None,
+              help="Return batch results in input order (the API returns them in any order).")
 @click.option("--progressive-counts", is_flag=True, default=None,
               help="Move request_counts as requests finish (default: only when the batch ends, as documented).")
 @click.option("--not-found-after-create", type=float,

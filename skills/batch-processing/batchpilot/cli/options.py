@@ -46,6 +46,9 @@ def job_options(fn: Callable) -> Callable:
         click.option("--max-item-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_ITEM_BYTES, show_default=True,
                      help="Larger items are skipped and listed."),
         click.option("--price-in", type=click.FloatRange(min=0), default=None, help="USD per million input tokens, for a model batchpilot does not know."),
+        click.option("--cache", type=click.Choice(["auto", "1h", "5m", "none"]), default="auto", show_default=True,
+                     help="Prompt cache for the shared instructions: auto (5-minute in direct mode; in batch mode "
+                          "1-hour when the assumed hit rate beats its break-even), or force one, or none."),
         click.option("--price-out", type=click.FloatRange(min=0), default=None, help="USD per million output tokens, with --price-in."),
     ]
     for option in reversed(options):
@@ -60,6 +63,7 @@ def job_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
         "variables": parse_vars(kw["variables"]), "price_in": kw["price_in"], "price_out": kw["price_out"],
         "max_item_bytes": kw["max_item_bytes"], "content_field": kw["content_field"],
         "file_field": kw["file_field"], "upload": kw["upload"], "keep_uploads": kw["keep_uploads"],
+        "cache": kw.get("cache", "auto"),
     }
 
 

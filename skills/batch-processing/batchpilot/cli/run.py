@@ -34,14 +34,20 @@ RUN_MODES = ("auto", *MODES)
 @click.option("--no-wait", is_flag=True, help="Batch mode: return after submitting; follow with `status --wait`.")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Batch mode: rounds including retries. [4]")
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
-              help="Direct and headless modes: the run's budget, held across resumes; stop before spending more.")
+              help="Direct and headless modes: the run's budget, held across resumes; stop before spending more; "
+                   "with --pilot, stop after the pilot when the whole job is extrapolated above it.")
 @click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
               help="Headless mode: claude processes at once.")
+@click.option("--pilot", type=click.IntRange(min=1), default=None, metavar="N",
+              help="First run N items (shortest, longest, random) through the direct API, measure them and "
+                   "extrapolate the whole job's cost per mode; then continue with the rest (batch or direct mode).")
+@click.option("--pilot-only", is_flag=True,
+              help="With --pilot: stop after the pilot (also the default when the extrapolated cost exceeds --max-cost).")
 @format_option
 @click.pass_context
 def run(ctx: click.Context, run_dir: Path | None, new: bool, mode: str, urgent: bool, needs_tools: bool, emulate: bool,
-        no_wait: bool, max_rounds: int | None, max_cost: float | None, parallel: int, formats: tuple[str, ...],
-        **kw: Any) -> None:
+        no_wait: bool, max_rounds: int | None, max_cost: float | None, parallel: int, pilot: int | None,
+        pilot_only: bool, formats: tuple[str, ...], **kw: Any) -> None:
     """Prepare, execute, merge and report a job in one command.
 
     Example: batchpilot run --template code-review --items 'src/**/*.py' --mode batch --emulate
@@ -52,5 +58,5 @@ def run(ctx: click.Context, run_dir: Path | None, new: bool, mode: str, urgent: 
     if new and run_dir is not None:
         raise click.UsageError("--new starts a new run directory; drop --run, or drop --new to resume that run")
     options = RunOptions(emulate=emulate, no_wait=no_wait, max_rounds=max_rounds, max_cost=max_cost,
-                         parallel=parallel, formats=formats)
+                         parallel=parallel, formats=formats, pilot=pilot, pilot_only=pilot_only)
     emit(run_job(job_kwargs(kw), run_dir, mode, urgent, needs_tools, options, Progress(quiet(ctx)), new=new))

@@ -1,10 +1,17 @@
-"""The local token estimator, shared by `plan` (cost estimates) and the emulator (usage it reports).
+"""The local token estimator: what `plan`, `prepare` (cache eligibility) and the direct executor's budget count.
 
-Both sides count with the same documented rule so a rehearsal's billed usage and the plan agree:
+The emulator does not use it: it has its own tokenizer (`emulator/behaviour/tokenizer.py`), so a rehearsal's
+billed usage measures this estimate rather than repeating it. The rule:
 
-* text costs ``ceil(characters / 4)`` tokens (the usual rule of thumb for English and code);
+* text costs ``ceil(characters / 4)`` tokens (the usual rule of thumb for English and code), except that a
+  CJK, kana or hangul character costs a token of its own (those scripts run about one token per character);
 * a JSON value (a tool definition, a schema, a tool_use input) costs the tokens of its compact JSON text;
-* every message adds ``MESSAGE_OVERHEAD`` tokens and every request ``REQUEST_OVERHEAD``.
+* every message adds ``MESSAGE_OVERHEAD`` tokens and every request ``REQUEST_OVERHEAD``;
+* a request's counts are scaled by its model's tokenizer factor (1.3 for Claude Opus 4.7 and later and Haiku
+  5.5, whose newer tokenizer counts about 30% more: `core.models.Model.tokenizer_factor`).
+
+Measured against the emulator's independent tokenizer (tests/test_tokens.py), the estimate of a mixed
+corpus (prose, code, JSON, CJK) stays within ESTIMATE_ERROR of the count, per model family.
 
 The real API's counts differ by tokenizer; `plan --count-tokens` asks the API instead of this estimate.
 
@@ -16,17 +23,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+from batchpilot.core.models import tokenizer_factor
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 3
 REQUEST_OVERHEAD = 7
+ESTIMATE_ERROR = 0.25  # the stated error of a request's input estimate (a fraction, either way)
+WIDE = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
 
 
 def estimate_text(text: str) -> int:
-    """Tokens of one piece of text: ceil(len / 4), 0 for the empty string."""
-    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+    """Tokens of one piece of text: ceil(len / 4), wide (CJK) characters one each; 0 for the empty string."""
+    wide = 0 if text.isascii() else len(WIDE.findall(text))
+    return wide + (len(text) - wide + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
 def estimate_json(value: Any) -> int:
@@ -77,7 +91,14 @@ def block_text(block: Any) -> str:
 
 
 def request_segments(params: dict) -> Iterator[Segment]:
-    """Yield the request's blocks in the API's cache order: tools, system, then each message's blocks."""
+    """Yield the request's blocks in the API's cache order: tools, system, then each message's blocks,
+    counted for the request's model (its tokenizer factor applied)."""
+    factor = tokenizer_factor(str(params.get("model") or ""))
+    for seg in _raw_segments(params):
+        yield Segment(math.ceil(seg.tokens * factor), seg.text, seg.cache_ttl) if factor != 1 else seg
+
+
+def _raw_segments(params: dict) -> Iterator[Segment]:
     for tool in params.get("tools") or []:
         if isinstance(tool, dict):
             body = {k: v for k, v in tool.items() if k != "cache_control"}

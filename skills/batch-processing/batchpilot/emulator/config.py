@@ -33,6 +33,11 @@ class EmulatorConfig:
     batch_window: float = DAY  # expires_at = created_at + this
     archive_after: float = 29 * DAY  # results stop being downloadable this long after created_at
     cancel_delay: float = 1.0  # canceling -> ended after this long (in-flight requests draining)
+    # Cache hits in a batch are best-effort: the docs report 30-98% in practice
+    # (https://platform.claude.com/docs/en/build-with-claude/batch-processing). A request that would read
+    # the cache misses with probability 1 - this (seeded per request), and writes the prefix again.
+    batch_cache_hit_rate: float = 0.6
+    shuffle_results: bool = True  # batch results come in any order (seeded), as the API documents
     progressive_counts: bool = False  # False: request_counts move only when the batch ends (documented API)
     not_found_after_create: float = 0.0  # wall seconds during which a new batch answers 404 on retrieve
     # Emulated seconds after a batch ends during which its results answer 404 not_found_error, as the real

@@ -30,6 +30,7 @@ from batchpilot.executors.headless import run_headless
 from batchpilot.executors.steps import merge_and_report
 from batchpilot.executors.uploads import finish_uploads
 from batchpilot.prepare.job import open_job
+from batchpilot.prepare.limits import DEFAULT_MAX_ITEM_BYTES
 from batchpilot.prepare.plan import recommend
 from batchpilot.results.merge import check_formats
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS
@@ -53,6 +54,8 @@ class RunOptions:
     max_cost: float | None = None
     parallel: int = 4
     formats: tuple[str, ...] = ()
+    pilot: int | None = None  # run this many items through the direct API first (executors.pilot)
+    pilot_only: bool = False
 
     @property
     def emulated(self) -> list[str]:
@@ -87,11 +90,69 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
         progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
         prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
         check_resumed_mode(prepared, target, mode)
+        head = {"command": "run", "run": str(prepared.run_dir), "mode": mode, "items": prepared.item_count,
+                "resumed": prepared.unchanged, "cache": job.builder.cache_choice}
         with run_lock(prepared.run_dir):
             project.close()  # the run is ours now: other jobs may choose theirs
-            body = EXECUTORS[mode](prepared.run_dir, options, progress)
-    return {"command": "run", "run": str(prepared.run_dir), "mode": mode, "items": prepared.item_count,
-            "resumed": prepared.unchanged, **body}
+            return {**head, **execute(prepared.run_dir, mode, options, progress, job_kwargs)}
+
+
+def execute(run_dir: Path, mode: str, options: RunOptions, progress: Progress, job_kwargs: dict[str, Any]) -> dict:
+    """The body of the `run` receipt for a prepared run whose lock is held: the pilot (when asked for, or
+    recorded by an earlier `run --pilot`), then the executor of `mode` on the rest."""
+    pilot = None
+    if options.pilot or (run_dir / "pilot.json").exists():
+        pilot = run_pilot(run_dir, mode, options, progress)
+        if pilot.stop:
+            return {"stopped": f"after the pilot ({pilot.stop})", "pilot": pilot.receipt,
+                    "next": rerun_command(job_kwargs, run_dir, mode, options)}
+        if not pilot.rest:
+            return {"pilot": pilot.receipt, **finish(run_dir, options, progress, {})}
+    body = EXECUTORS[mode](run_dir, options, progress)
+    return {**body, **({"pilot": pilot.receipt} if pilot else {})}
+
+
+def rerun_command(job_kwargs: dict[str, Any], run_dir: Path, mode: str, options: RunOptions) -> str:
+    """The `run` command that continues this run after its pilot (the pilot is recorded, not repeated)."""
+    words = ["run", "--template", job_kwargs["template_ref"], "--items", job_kwargs["items_src"], "--mode", mode,
+             "--run", run_dir]
+    for flag, key in (("--model", "model"), ("--max-tokens", "max_tokens"), ("--price-in", "price_in"),
+                      ("--price-out", "price_out"), ("--content-field", "content_field"), ("--file-field", "file_field")):
+        if job_kwargs.get(key) is not None:
+            words += [flag, job_kwargs[key]]
+    for flag, key, default in (("--cache", "cache", "auto"), ("--upload", "upload", "auto"),
+                               ("--max-item-bytes", "max_item_bytes", DEFAULT_MAX_ITEM_BYTES)):
+        if job_kwargs.get(key, default) != default:
+            words += [flag, job_kwargs[key]]
+    if job_kwargs.get("keep_uploads"):
+        words.append("--keep-uploads")
+    for name, value in (job_kwargs.get("variables") or {}).items():
+        words += ["--var", f"{name}={value}"]
+    return next_command(*words, *options.emulated)
+
+
+def run_pilot(run_dir: Path, mode: str, options: RunOptions, progress: Progress):
+    """The pilot step (executors.pilot) on the direct executor; batch mode's first round becomes the rest."""
+    from batchpilot.executors.pilot import PILOT_MODES, pilot_step, plan_rest_round
+
+    if mode not in PILOT_MODES:
+        raise BatchpilotError(f"--pilot runs through the direct API, then continues in batch or direct mode, not {mode}",
+                              "use --mode batch or --mode direct (with --emulate to rehearse for free)")
+
+    def send(target: Path, requests_file: Path) -> None:
+        with api_client(options.emulate, async_client=True, max_retries=0) as client:
+            receipt = run_direct(target, client, concurrency=DEFAULT_CONCURRENCY, max_cost=options.max_cost,
+                                 max_attempts=DEFAULT_MAX_ATTEMPTS, progress=progress, handle_sigint=True,
+                                 requests_file=requests_file)
+        raise_if_unreachable(receipt["counts"], next_command("run", "--run", target, "--mode", mode, *options.emulated))
+
+    def merge(target: Path) -> dict:
+        return merge_and_report(target, options.formats, progress)[0]
+
+    outcome = pilot_step(run_dir, options.pilot or 0, mode, options.pilot_only, options.max_cost, send, merge, progress)
+    if not outcome.stop and mode == "batch" and outcome.rest:
+        plan_rest_round(run_dir)
+    return outcome
 
 
 def finished_receipt(run_dir: Path, mode: str, options: RunOptions, progress: Progress) -> dict:

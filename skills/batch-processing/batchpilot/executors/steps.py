@@ -39,6 +39,7 @@ def prepare_job(job_kwargs: dict[str, Any], mode: str, run_dir: Path | None, pro
         **({"csv_header": job.header} if job.header else {}),
         "model": job.model,
         "mode": mode,
+        "cache": job.builder.cache_choice,
         "files": {name: str(run / name) for name in ("run.json", "items.jsonl", "requests.jsonl", "schema.json", "journal.jsonl", "skipped.jsonl")},
         "next": next_for_mode(mode, run),
     }

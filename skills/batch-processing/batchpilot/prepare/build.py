@@ -18,20 +18,31 @@ until the executor's upload step puts the real id in) and the rendered text. Whe
 template's choice: at a `{{item.attachment}}` placeholder in user.md, or by default first, then the text, the
 order the docs recommend (https://platform.claude.com/docs/en/build-with-claude/vision, images before text).
 
+The style is chosen per model: a `tool` template on a model that answers forced tool use with a 400 (the
+5.5 generation and Fable 5.1, `core.models.Model.forced_tool`) is sent in the `json_schema` style when the
+API can take its schema, else in the `prompt` style; `style_note` says so, and run.json records the style
+sent.
+
 The shared system block carries `cache_control` when the cacheable prefix (tools + system) is at least the
-model's minimum cacheable length; batch jobs use the 1-hour TTL, because a batch runs longer than 5 minutes.
+model's minimum cacheable length (counted without the tokenizer factor: an underestimate only leaves a prefix
+uncached) and the cache choice (`--cache`, `cache_choice`) wants it: `auto` takes the 5-minute cache in
+direct mode, where requests follow one another, and in batch mode the 1-hour one (a batch outlives a
+5-minute entry) when the assumed in-batch hit rate beats its break-even (`prepare.estimates`), else none;
+`1h`, `5m` and `none` force a choice. `cache_choice` says which and why, and run.json records it.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
 from typing import Any
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.core.models import find_model
+from batchpilot.core.models import accepts_forced_tool, find_model
+from batchpilot.prepare.estimates import BATCH_HIT_RATE, break_even_hit_rate
 from batchpilot.prepare.schema_rules import api_schema_problems
 from batchpilot.prepare.templates import TEMPLATES_DIR, Template, bind_variables, render
 from batchpilot.core.tokens import estimate_json, estimate_text
@@ -39,6 +50,7 @@ from batchpilot.core.tokens import estimate_json, estimate_text
 TOOL_NAME = "emit_result"
 ATTACHMENT_RE = re.compile(r"\{\{\s*item\.attachment\s*\}\}")
 PENDING_UPLOAD = "pending-upload-sha256-"  # a file source's id before the upload step resolves it
+CACHE_CHOICES = ("auto", "1h", "5m", "none")
 DEFAULT_MIN_CACHE_TOKENS = 1024
 PROMPT_STYLE_SUFFIX = (
     "\n\n## Output format\n\nReply with exactly one JSON object that validates against this JSON Schema. "
@@ -63,11 +75,6 @@ def tool_definition(template: Template) -> dict:
     }
 
 
-def cache_ttl_for_mode(mode: str) -> str:
-    """Batches outlive a 5-minute cache entry, so batch mode writes the 1-hour one."""
-    return "1h" if mode == "batch" else "5m"
-
-
 def check_api_schema(template: Template) -> None:
     """Refuse a json_schema-style template whose schema the API's native JSON output would reject."""
     problems = api_schema_problems(template.schema)
@@ -79,16 +86,50 @@ def check_api_schema(template: Template) -> None:
         raise BatchpilotError(
             f"{template.schema_path or 'schema.json'}: the API's JSON-schema output cannot use this schema: {problems[0]}{more}",
             'fix the schema (references/templates.md, "Schema rules"), or set "output_style": "tool" in template.json, '
-            f"which takes any JSON Schema{copy}",
+            f"which takes any JSON Schema on a model that accepts forced tool use{copy}",
         )
+
+
+def style_for_model(template: Template, model: str) -> tuple[Template, str | None]:
+    """The template with an output style `model` accepts, and a sentence when it differs from the template's.
+
+    Forced tool use "returns an error" on Sonnet 5.5, Opus 5.5 and Fable 5.1
+    (https://platform.claude.com/docs/en/models/sonnet-5-5/whats-new-sonnet-5-5,
+    https://platform.claude.com/docs/en/models/opus-5-5/overview), so every request of a `tool` run would fail.
+    """
+    if template.output_style != "tool" or accepts_forced_tool(model):
+        return template, None
+    style = "prompt" if api_schema_problems(template.schema) else "json_schema"
+    note = (f"{model} refuses forced tool use (tool_choice type tool), so the requests use the {style!r} "
+            "output style instead of the template's 'tool'")
+    return dataclasses.replace(template, output_style=style), note
+
+
+def choose_cache(cache: str, mode: str, eligible: bool, model: Any) -> tuple[str | None, str]:
+    """(the TTL to mark the shared instructions with, or None; why)."""
+    if not eligible:
+        return None, "the shared instructions are below the model's minimum cacheable length"
+    if cache == "none":
+        return None, "--cache none"
+    if cache in ("1h", "5m"):
+        return cache, f"--cache {cache}"
+    if mode != "batch":
+        return "5m", "direct requests follow one another, so the 5-minute cache stays warm"
+    read = model.read_multiplier if model else 0.1
+    write = model.write_1h if model else 2.0
+    even = break_even_hit_rate(write, read)
+    if BATCH_HIT_RATE > even:
+        return "1h", (f"a batch outlives a 5-minute entry; at the assumed {BATCH_HIT_RATE:.0%} in-batch hit rate the "
+                      f"1-hour cache saves money (break-even {even:.0%})")
+    return None, f"the assumed {BATCH_HIT_RATE:.0%} in-batch hit rate is below the 1-hour cache's break-even {even:.0%}"
 
 
 class RequestBuilder:
     """Builds request params for one run; the shared parts are computed once."""
 
     def __init__(self, template: Template, variables: dict[str, str], model: str, max_tokens: int, mode: str = "batch",
-                 upload: bool = False):
-        template = bind_variables(template, variables)
+                 upload: bool = False, cache: str = "auto"):
+        template, self.style_note = style_for_model(bind_variables(template, variables), model)
         if template.output_style == "json_schema":
             check_api_schema(template)
         self.template = template
@@ -100,8 +141,9 @@ class RequestBuilder:
         known = find_model(model)
         min_cache = known.min_cache_tokens if known else DEFAULT_MIN_CACHE_TOKENS
         prefix_tokens = estimate_text(self.system) + sum(estimate_json(t) for t in self.tools or [])
-        self.cached = prefix_tokens >= min_cache
-        self.cache_ttl = cache_ttl_for_mode(mode)
+        self.cache_ttl, why = choose_cache(cache, mode, prefix_tokens >= min_cache, known)
+        self.cached = self.cache_ttl is not None
+        self.cache_choice = {"ttl": self.cache_ttl or "none", "why": why}
         self.upload = upload
 
     def system_blocks(self) -> list[dict]:

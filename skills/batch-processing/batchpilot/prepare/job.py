@@ -41,6 +41,7 @@ class Job:
     upload: str = "inline"  # how attachments travel: inline (base64) or files (Files API uploads)
     keep_uploads: bool = False
     header: dict | None = None  # a CSV's header row, once read: {"row": "file:1", "columns": [...]}
+    cache: str = "auto"
 
     def items(self) -> Iterator[Item]:
         """The items (from a change for a `git:` source), streamed; skipped ones are appended to `self.skipped` as
@@ -65,6 +66,8 @@ class Job:
             "max_item_bytes": self.max_item_bytes,
             **({"file_field": self.file_field} if self.file_field else {}),
             **({"upload": self.upload} if self.upload != "inline" else {}),
+            # only a forced choice: the inputs hash of a default run stays what it was
+            **({"cache": self.cache} if self.cache != "auto" else {}),
         }
 
     def manifest(self) -> dict:
@@ -77,9 +80,8 @@ class Job:
             "mode": self.mode,
             "variables": self.variables,
             "items_source": self.items_src,
-            "prices": None if self.prices is None else {
-                "input_per_mtok": self.prices.input, "output_per_mtok": self.prices.output,
-                "read_multiplier": self.prices.read_multiplier, "explicit": self.explicit_prices},
+            "prices": None if self.prices is None else {**self.prices.as_manifest(), "explicit": self.explicit_prices},
+            "cache": self.builder.cache_choice,
             "subagent_model": self.template.subagent_model or (find_model(self.model).tier if find_model(self.model) else None),
             "upload": self.upload,
             "keep_uploads": self.keep_uploads,
@@ -101,6 +103,7 @@ def open_job(
     file_field: str | None = None,
     upload: str = "auto",
     keep_uploads: bool = False,
+    cache: str = "auto",
 ) -> Job:
     """Check the job's settings and return it; raises BatchpilotError for anything wrong.
 
@@ -135,8 +138,9 @@ def open_job(
         raise BatchpilotError(f"--upload files works with --mode batch, not {mode}",
                               "leave --upload out: direct mode sends PDFs and images inline, and agents and headless "
                               "modes hand the subagent the file's path")
-    builder = RequestBuilder(template, values, model, max_tokens, mode, upload=upload == "files")
+    builder = RequestBuilder(template, values, model, max_tokens, mode, upload=upload == "files", cache=cache)
     # The builder's template is bound to the variables: its hash covers a schema chosen by a variable.
     return Job(builder.template, values, model, max_tokens, mode, items_src, prices, builder, max_item_bytes, content_field,
-               explicit_prices=price_in is not None, file_field=file_field, upload=upload, keep_uploads=keep_uploads)
+               explicit_prices=price_in is not None, file_field=file_field, upload=upload, keep_uploads=keep_uploads,
+               cache=cache)
 

@@ -9,9 +9,20 @@ endpoint on a sample when asked. Costs per mode:
 * direct_cached — standard price, the shared prefix written once to the 5-minute cache (1.25x) and read by
   every other request: what `prepare --mode direct` sends when the prefix is cacheable;
 * batch — 50% of standard;
-* batch_cached — 50%, with the shared prefix written once to the 1-hour cache (2x) and read by every other
-  request: what batch mode sends;
+* batch_cached — 50%, with the shared prefix in the 1-hour cache (2x): what batch mode sends. Cache hits
+  in a batch are best-effort, reported at 30-98% (https://platform.claude.com/docs/en/build-with-claude/
+  batch-processing); the expected cost assumes BATCH_HIT_RATE, the middle of that, and a miss writes the
+  prefix again;
 * agents / headless — billed to the user's Claude Code plan, so tokens only and no dollar figure.
+
+Every cost is a range as well as an expected value (`cost_range_usd`): the input estimate within
+`tokens.ESTIMATE_ERROR`, the output between the spread of its source (`output_estimate`), and batch cache
+hits between 30% and 98%. The output estimate comes, in order of preference, from the template's example
+output (`examples/output.json`, counted), its `output_tokens_estimate`, or a share of max_tokens; each
+with the spread a real answer's length shows between items. `run --pilot N` measures it instead.
+
+`cache` gives each cache choice's break-even hit rate: (write - 1) / (write - read), 22% for the 5-minute
+cache and 53% for the 1-hour one at the usual multipliers, below which caching costs more than it saves.
 
 The recommendation encodes the skill's decision guidance: dependent items → sequential; items that need tools
 or file access, or a handful of items → agents (headless past a few hundred); time-critical → direct; large and
@@ -20,6 +31,7 @@ not urgent → batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,10 +39,12 @@ from typing import Any
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.modes import EXECUTOR_COMMANDS
-from batchpilot.core.models import BATCH_DISCOUNT, CACHE_WRITE_1H, CACHE_WRITE_5M, PRICES_AS_OF, Prices
+from batchpilot.core.models import BATCH_DISCOUNT, PRICES_AS_OF, Prices
 from batchpilot.core.progress import Progress
 from batchpilot.core.shell import next_command
-from batchpilot.core.tokens import estimate_input_tokens, request_segments
+from batchpilot.core.tokens import ESTIMATE_ERROR, estimate_input_tokens, request_segments
+from batchpilot.prepare.estimates import (BATCH_HIT_RANGE, BATCH_HIT_RATE, OUTPUT_SPREAD, OutputEstimate,
+                                          break_even_hit_rate, cache_advice, output_estimate)
 from batchpilot.prepare.items import describe_skipped
 from batchpilot.prepare.job import open_job
 
@@ -42,7 +56,6 @@ HEADLESS_PARALLEL = 4
 SECONDS_PER_HEADLESS_ITEM = 45
 BATCH_TYPICAL_SECONDS = 3600
 BATCH_MAX_SECONDS = 24 * 3600
-DEFAULT_OUTPUT_SHARE = 0.25
 # Direct-mode time assumes these account limits (a modest tier); actual limits are read from the API later.
 ASSUMED_RPM = 1000
 ASSUMED_ITPM = 450_000
@@ -78,6 +91,8 @@ class Tally:
     max_output_tokens: int = 0
     media: dict = field(default_factory=lambda: {k: {"items": 0, "tokens": 0} for k in ("document", "image")})
     listed: list = field(default_factory=list)
+    spread: tuple[float, float] = (1.0, 1.0)  # the output estimate's
+    input_error: float = ESTIMATE_ERROR
 
     def add(self, params: dict, output_estimate: int, input_tokens: int | None = None, item: Any = None) -> None:
         self.requests += 1
@@ -102,6 +117,12 @@ class Tally:
         self.max_output_tokens += int(params.get("max_tokens", 0))
         self.prefix_tokens = max(self.prefix_tokens, cached_prefix_tokens(params))
 
+    def scaled(self, input_scale: float, output_scale: float) -> "Tally":
+        """The same job with its input and output totals scaled (a range's end)."""
+        return dataclasses.replace(self, input_tokens=round(self.input_tokens * input_scale),
+                                   output_tokens=min(round(self.output_tokens * output_scale), self.max_output_tokens),
+                                   prefix_tokens=round(self.prefix_tokens * input_scale))
+
 
 @dataclass
 class Mode:
@@ -110,33 +131,45 @@ class Mode:
     seconds: float
     note: str
     extra: dict = field(default_factory=dict)
+    cost_range: tuple[float, float] | None = None
 
     def as_dict(self) -> dict:
         cost = None if self.cost_usd is None else round(self.cost_usd, 4)
-        return {"cost_usd": cost, "expected_seconds": round(self.seconds), "note": self.note, **self.extra}
+        span = None if self.cost_range is None else [round(self.cost_range[0], 4), round(self.cost_range[1], 4)]
+        return {"cost_usd": cost, "cost_range_usd": span, "expected_seconds": round(self.seconds), "note": self.note,
+                **self.extra}
 
 
-def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
-    """Cost and duration per mode for the tallied job."""
+def _costs(t: Tally, prices: Prices, batch_hit_rate: float) -> dict[str, float]:
+    """The dollar cost of each priced mode for the tally, batch cache hits at `batch_hit_rate`."""
     per = 1_000_000
-    direct = direct_cached = batch = cached = None
 
-    def with_cache(write_multiplier: float) -> float:
-        """Standard-price cost with the prefix written once at this multiplier and read by the other requests."""
-        reads = t.requests - 1
-        prefix_cost = t.prefix_tokens * prices.input * (write_multiplier + reads * prices.read_multiplier)
+    def with_cache(write: float, hit_rate: float) -> float:
+        """Standard-price cost with the prefix written once, then read on a hit and written again on a miss."""
+        later = (t.requests - 1) * (hit_rate * prices.read_multiplier + (1 - hit_rate) * write)
+        prefix_cost = t.prefix_tokens * prices.input * (write + later)
         rest = (t.input_tokens - t.prefix_tokens * t.requests) * prices.input
         return (prefix_cost + rest + t.output_tokens * prices.output) / per
 
+    direct = (t.input_tokens * prices.input + t.output_tokens * prices.output) / per
+    out = {"direct": direct, "batch": direct * BATCH_DISCOUNT, "direct_cached": direct, "batch_cached": direct * BATCH_DISCOUNT}
+    if t.prefix_tokens and t.requests:
+        # The TTL follows the mode (build.choose_cache), and so does the write price.
+        out["direct_cached"] = with_cache(prices.write_5m, 1.0)
+        out["batch_cached"] = with_cache(prices.write_1h, batch_hit_rate) * BATCH_DISCOUNT
+    return out
+
+
+def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
+    """Cost (expected and range) and duration per mode for the tallied job."""
+    direct = direct_cached = batch = cached = None
+    ranges: dict[str, tuple[float, float]] = {}
     if prices is not None:
-        direct = (t.input_tokens * prices.input + t.output_tokens * prices.output) / per
-        batch = direct * BATCH_DISCOUNT
-        if t.prefix_tokens and t.requests:
-            # The TTL follows the mode (requests.cache_ttl_for_mode), and so does the write price.
-            direct_cached = with_cache(CACHE_WRITE_5M)
-            cached = with_cache(CACHE_WRITE_1H) * BATCH_DISCOUNT
-        else:
-            direct_cached, cached = direct, batch
+        expected = _costs(t, prices, BATCH_HIT_RATE)
+        low = _costs(t.scaled(1 - t.input_error, t.spread[0]), prices, BATCH_HIT_RANGE[1])
+        high = _costs(t.scaled(1 + t.input_error, t.spread[1]), prices, BATCH_HIT_RANGE[0])
+        ranges = {name: (low[name], high[name]) for name in expected}
+        direct, batch, direct_cached, cached = (expected[k] for k in ("direct", "batch", "direct_cached", "batch_cached"))
     direct_seconds = max(
         t.requests / ASSUMED_RPM * 60,
         t.input_tokens / ASSUMED_ITPM * 60,
@@ -146,17 +179,20 @@ def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
     plan_note = "billed to your Claude Code plan (subscription usage), no per-token charge"
     return {
         "direct": Mode("direct", direct, direct_seconds,
-                       f"standard price; time assumes {ASSUMED_RPM} requests/min and {ASSUMED_ITPM:,} input tokens/min"),
+                       f"standard price; time assumes {ASSUMED_RPM} requests/min and {ASSUMED_ITPM:,} input tokens/min",
+                       cost_range=ranges.get("direct")),
         "direct_cached": Mode("direct_cached", direct_cached, direct_seconds,
                               "standard price, shared instructions written once to the 5-minute cache and read by every other "
                               "request (what direct mode sends)" if t.prefix_tokens
-                              else "the shared instructions are below the model's minimum cacheable length"),
+                              else "the shared instructions are below the model's minimum cacheable length",
+                              cost_range=ranges.get("direct_cached")),
         "batch": Mode("batch", batch, BATCH_TYPICAL_SECONDS, "50% price; most batches end within 1 hour, at most 24 hours",
-                      {"max_seconds": BATCH_MAX_SECONDS}),
+                      {"max_seconds": BATCH_MAX_SECONDS}, ranges.get("batch")),
         "batch_cached": Mode("batch_cached", cached, BATCH_TYPICAL_SECONDS,
-                             "50% price, shared instructions written once to the 1-hour cache and read by every other request"
+                             f"50% price, shared instructions in the 1-hour cache; cache hits in a batch are best-effort "
+                             f"(expected at {BATCH_HIT_RATE:.0%}, range {BATCH_HIT_RANGE[0]:.0%}-{BATCH_HIT_RANGE[1]:.0%})"
                              if t.prefix_tokens else "the shared instructions are below the model's minimum cacheable length",
-                             {"max_seconds": BATCH_MAX_SECONDS}),
+                             {"max_seconds": BATCH_MAX_SECONDS}, ranges.get("batch_cached")),
         "agents": Mode("agents", None, math.ceil(t.requests / WAVE_SIZE) * SECONDS_PER_WAVE,
                        f"Claude Code subagents in waves of {WAVE_SIZE}; {plan_note}"),
         "headless": Mode("headless", None, math.ceil(t.requests / HEADLESS_PARALLEL) * SECONDS_PER_HEADLESS_ITEM,
@@ -179,22 +215,30 @@ def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool) -> t
     return "batch", f"{items} items and no deadline: the Message Batches API costs half and usually ends within an hour"
 
 
-def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, urgent: bool, dependent: bool, token_source: str) -> dict:
+def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, urgent: bool, dependent: bool,
+               token_source: str, output: OutputEstimate | None = None) -> dict:
     """The plan receipt's body."""
+    if output is not None:
+        t.spread = output.spread
     modes = mode_costs(t, prices)
     mode, reason = recommend(t.requests, needs_tools, urgent, dependent)
+    low, high = t.spread
     return {
         "items": t.requests,
         "model": model,
         "tokens": {
             "input": t.input_tokens,
+            "input_range": [round(t.input_tokens * (1 - t.input_error)), round(t.input_tokens * (1 + t.input_error))],
             "output_estimate": t.output_tokens,
+            "output_range": [round(t.output_tokens * low), min(round(t.output_tokens * high), t.max_output_tokens)],
+            "output_source": output.describe() if output else None,
             "output_max": t.max_output_tokens,
             "shared_prefix": t.prefix_tokens,
             "source": token_source,
             **_media_tokens(t),
         },
         **({"attachments": t.listed} if t.listed else {}),
+        "cache": cache_advice(t, prices),
         "prices": None if prices is None else {"input_per_mtok": prices.input, "output_per_mtok": prices.output, "as_of": PRICES_AS_OF},
         "modes": {name: m.as_dict() for name, m in modes.items()},
         "recommended": {"mode": mode, "reason": reason},
@@ -215,14 +259,14 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     """The `plan` receipt for a job (`job_kwargs` as `open_job` takes them; `var_words` the --var values as
     given, repeated in the suggested `prepare` command)."""
     job = open_job(require_price=False, **job_kwargs)
-    output_estimate = job.template.output_tokens_estimate or max(1, int(job.max_tokens * DEFAULT_OUTPUT_SHARE))
+    estimate = output_estimate(job.template, job.model, job.max_tokens)
     tally = Tally()
     sample: list[dict] = []
     changes = ChangeList()
     sample_media = 0  # the sample's document and image tokens, which the API's count includes
     for n, item in enumerate(job.items(), 1):
         params = job.builder.params(item)
-        tally.add(params, output_estimate, item=item)
+        tally.add(params, estimate.tokens, item=item)
         changes.add(item)
         if count_tokens and len(sample) < COUNT_TOKENS_SAMPLE:
             sample.append(params)
@@ -232,14 +276,17 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     if tally.requests == 0:
         raise BatchpilotError(f"no items to process ({describe_skipped(job.skipped)})",
                               "point --items at text files or records with content")
-    source = "local estimate (characters / 4)"
+    source = f"local estimate (characters / 4, scaled by the model's tokenizer), within {ESTIMATE_ERROR:.0%}"
     if count_tokens:
         # The API client is loaded only when asked to count: a plain plan never imports the SDK's side.
         from batchpilot.api.count_tokens import count_sample
 
         scale_input_tokens(tally, sample, count_sample(sample, emulate), sample_media)
         source = f"count_tokens API on {len(sample)} of {tally.requests} requests, scaled"
-    body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source)
+        # counted, not estimated: what is left is the sample's spread; all requests counted leaves none
+        tally.input_error = 0.0 if len(sample) == tally.requests else 0.05
+    body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source,
+                      estimate)
     warnings = []
     if job.prices is None:
         warnings.append(f"unknown model {job.model!r}: costs are null; spending commands refuse it unless --price-in and --price-out are given")

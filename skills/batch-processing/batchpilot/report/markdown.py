@@ -117,6 +117,8 @@ def write_report(run_dir: Path, progress: Any = None, formats: tuple[str, ...] =
     if progress:
         progress.stage(f"writing the report of {run_dir} ...")
     data = collect(run_dir, schema)
+    if (run_dir / "pilot.json").exists():  # `run --pilot`: its estimate of the whole job, against the bill
+        data["pilot"] = (read_json(run_dir / "pilot.json", "pilot.json").get("figures") or {})
     with atomic_stream(run_dir / "report.md", sweep=True) as fh:
         fh.write(render_md(manifest, summary, data))
     with atomic_stream(run_dir / "report.html", sweep=True) as fh:
@@ -164,6 +166,11 @@ def render_md(manifest: dict, summary: dict, data: dict) -> str:
     ]
     if summary.get("usage_unknown_attempts"):
         lines.append(f"| billed attempts without usage (cost unknown) | {summary['usage_unknown_attempts']} |")
+    for mode, row in sorted(((data.get("pilot") or {}).get("extrapolated") or {}).items()):
+        if mode in (summary.get("by_mode") or {}) or f"{mode}".replace("_cached", "") in (summary.get("by_mode") or {}):
+            low, high = row.get("cost_range_usd") or (None, None)
+            lines.append(f"| estimate after the pilot, {mode} (range) | {_money(row.get('cost_usd'))} "
+                         f"({_money(low)}–{_money(high)}) |")
     if data.get("findings"):
         lines += ["", f"## Findings: {data['findings']['total']}", "", "| severity | findings |", "|---|---:|"]
         order = data["severity_order"] + sorted(set(data["severity"]) - set(data["severity_order"]))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from batchpilot.core.files import dumps
-from batchpilot.core.models import find_model
+from batchpilot.core.models import accepts_forced_tool, find_model
 from batchpilot.prepare.build import TOOL_NAME
 from batchpilot.results.judge import open_view, output_style
 from batchpilot.results.ledger import OFFSET_MASK, index_items, outcome, scan_results
@@ -136,6 +136,7 @@ def repair_params(params: dict, answer: dict, error: dict, style: str) -> tuple[
     `params` is the original request's, `answer` the rejected Messages response, `error` merge's `{type,
     message, details?}` for it, `style` the run's output style.
     """
+    params = allowed_tool_choice(params)
     if answer.get("stop_reason") == "max_tokens":
         # whatever the verdict says about the fragment (no JSON, or a nested object that breaks the schema),
         # the answer was cut: more room, not feedback, is what fixes it
@@ -146,6 +147,17 @@ def repair_params(params: dict, answer: dict, error: dict, style: str) -> tuple[
     if turns is None:
         return params, "resend"
     return {**params, "messages": [*params["messages"], *turns]}, "feedback"
+
+
+def allowed_tool_choice(params: dict) -> dict:
+    """`params` without a forced tool_choice when the model answers forced tool use with a 400 (the 5.5
+    generation and Fable 5.1: https://platform.claude.com/docs/en/models/sonnet-5-5/whats-new-sonnet-5-5);
+    the tool stays offered and the feedback asks for the call. Runs prepared before the model table knew
+    this still carry the forced choice, so a re-ask must not resend it."""
+    choice = params.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("tool", "any") and not accepts_forced_tool(str(params.get("model") or "")):
+        return {**params, "tool_choice": {"type": "auto"}}
+    return params
 
 
 def raised_max_tokens(params: dict, answer: dict) -> int:

@@ -22,7 +22,7 @@ def run_prices(manifest: dict) -> Prices | None:
     """The prices the run was planned with (explicit ones included), else the model table's; None if unknown."""
     p = manifest.get("prices")
     if isinstance(p, dict) and p.get("input_per_mtok") is not None and p.get("output_per_mtok") is not None:
-        return Prices(float(p["input_per_mtok"]), float(p["output_per_mtok"]), float(p.get("read_multiplier", 0.1)))
+        return Prices.from_manifest(p)
     return prices_for(str(manifest.get("model", "")))
 
 

@@ -3,7 +3,9 @@
 Strict where the real API is strict (required fields, types, the model's output ceiling, unknown models,
 `stream` or `speed` inside a batch, sampling parameters under API version 2026-10-21), lenient where real
 clients send extras: unknown keys, `role: "system"` messages (the Claude Code CLI sends one), any
-`anthropic-beta`. Messages use pydantic-style paths (`messages.0.role: ...`) like the real API.
+`anthropic-beta`. Forced tool use (`tool_choice` of type `tool` or `any`) is refused on the models whose
+docs say it "returns an error" (FORCED_TOOL_REFUSED, the emulator's own list, so it can disagree with the
+client's model table). Messages use pydantic-style paths (`messages.0.role: ...`) like the real API.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from batchpilot.core.models import find_model
 UNKNOWN_MODEL_MAX_OUTPUT = 128_000
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 NEW_VERSION = "2026-10-21"
+# https://platform.claude.com/docs/en/models/sonnet-5-5/whats-new-sonnet-5-5 ("Forced tool use returns an
+# error"), https://platform.claude.com/docs/en/models/opus-5-5/overview (Opus 5.5, and Fable 5.1 likewise).
+FORCED_TOOL_REFUSED = ("claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1")
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -95,6 +100,10 @@ def check_params(params: object, *, in_batch: bool, allow_unknown_models: bool, 
         for key in SAMPLING_KEYS:
             if key in params:
                 return _bad(f"{key}: Extra inputs are not permitted in API version {NEW_VERSION}")
+    choice = params.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("tool", "any") and refuses_forced_tool(model):
+        return _bad(f"tool_choice: forced tool use (type {choice.get('type')!r}) is not supported with {model}; "
+                    "use tool_choice type 'auto' or 'none'")
     known = find_model(model)
     if known is None and not allow_unknown_models:
         return Problem(404, "not_found_error", f"model: {model}")
@@ -104,6 +113,11 @@ def check_params(params: object, *, in_batch: bool, allow_unknown_models: bool, 
             return _bad(f"max_tokens: {params['max_tokens']} > {ceiling}, which is the maximum allowed number "
                         f"of output tokens for {model}")
     return None
+
+
+def refuses_forced_tool(model: str) -> bool:
+    """Whether `model` (or a dated snapshot of it) answers forced tool use with a 400."""
+    return any(model == m or (model.startswith(m + "-") and model[len(m) + 1:].isdigit()) for m in FORCED_TOOL_REFUSED)
 
 
 def check_custom_id(value: object, index: int) -> str | None:

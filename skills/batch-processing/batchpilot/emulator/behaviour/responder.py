@@ -24,8 +24,8 @@ from typing import Any
 
 from batchpilot.emulator.behaviour.review import aim_at_change
 from batchpilot.emulator.behaviour.scenario import tool_calls
-from batchpilot.emulator.behaviour.schemagen import example
-from batchpilot.core.tokens import CHARS_PER_TOKEN, estimate_json, estimate_text
+from batchpilot.emulator.behaviour.schemagen import VERBOSITY, example
+from batchpilot.emulator.behaviour.tokenizer import block_text, count_text
 
 STRUCTURED_OUTPUT_TOOL = "StructuredOutput"
 SENTENCES = (
@@ -33,7 +33,7 @@ SENTENCES = (
     "The emulator produced it deterministically from the request.",
     "No model was called and nothing left this machine.",
     "Same seed and same request give the same words.",
-    "Token counts follow the project's documented estimator.",
+    "Token counts come from the emulator's own tokenizer.",
     "Use a scenario to script a specific reply.",
 )
 REFUSAL_TEXT = "I can't help with that request."
@@ -46,15 +46,11 @@ class Answer:
     content: list[dict] = field(default_factory=list)
     stop_reason: str = "end_turn"
     stop_details: dict | None = None
+    model: str = ""  # whose tokenizer counts the output
 
     @property
     def output_tokens(self) -> int:
-        total = 0
-        for block in self.content:
-            if block["type"] == "text":
-                total += estimate_text(block["text"])
-            elif block["type"] == "tool_use":
-                total += estimate_json(block["input"])
+        total = sum(count_text(block_text(b), self.model) for b in self.content if b["type"] in ("text", "tool_use"))
         return max(total, 1)
 
 
@@ -99,6 +95,16 @@ def structured_target(params: dict) -> tuple[str, str | None, Any] | None:
     return None
 
 
+def verbosity(params: dict, key: str) -> float:
+    """How much this request's answer says: more for a longer item (square root of its length against 2,000
+    characters, within 0.5-2.5), times 0.6-1.4 from the request's hash."""
+    messages = params.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content", "")
+    length = len(content) if isinstance(content, str) else sum(len(block_text(b)) for b in content if isinstance(content, list))
+    return min(max((length / 2000) ** 0.5, 0.5), 2.5) * (0.6 + (int(key[8:12], 16) % 801) / 1000)
+
+
 def _text_for(key: str) -> str:
     n = int(key[:8], 16)
     count = 2 + n % 4
@@ -115,12 +121,16 @@ def answer(params: dict, key: str, fault: str | None = None, scripted: dict | No
         result = _scripted(scripted, key)
     else:
         result = _default(params, key)
+    model = str(params.get("model") or "")
+    result.model = model
     if fault == "invalid_json":
         result = _broken_json(result)
     elif fault == "truncate":
         result = _truncated(result, None)
+    result.model = model
     if result.stop_reason != "max_tokens" and result.output_tokens > max(max_tokens, 1):
         result = _truncated(result, max_tokens)
+    result.model = model
     return result
 
 
@@ -129,7 +139,11 @@ def _default(params: dict, key: str) -> Answer:
     if target is None:
         return Answer([{"type": "text", "text": _text_for(key)}])
     kind, name, schema = target
-    value = aim_at_change(example(schema, key), params)
+    token = VERBOSITY.set(verbosity(params, key))
+    try:
+        value = aim_at_change(example(schema, key), params)
+    finally:
+        VERBOSITY.reset(token)
     if kind == "json":
         return Answer([{"type": "text", "text": json.dumps(value, ensure_ascii=False)}])
     block = {"type": "tool_use", "id": make_id("toolu", key), "name": name, "input": value}
@@ -166,5 +180,10 @@ def _broken_json(result: Answer) -> Answer:
 
 def _truncated(result: Answer, max_tokens: int | None) -> Answer:
     text = _as_text(result)
-    cut = len(text) // 2 if max_tokens is None else max_tokens * CHARS_PER_TOKEN
-    return Answer([{"type": "text", "text": text[: max(cut, 1)]}], "max_tokens")
+    if max_tokens is None:
+        return Answer([{"type": "text", "text": text[: max(len(text) // 2, 1)]}], "max_tokens")
+    # Cut where the count fits: scale by the text's own characters per token, then trim until it does.
+    cut = max(1, len(text) * max_tokens // max(count_text(text, result.model), 1))
+    while cut > 1 and count_text(text[:cut], result.model) > max_tokens:
+        cut = max(1, cut * 9 // 10)
+    return Answer([{"type": "text", "text": text[:cut]}], "max_tokens", model=result.model)

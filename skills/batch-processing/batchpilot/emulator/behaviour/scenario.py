@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchpilot.core.tokens import block_text
+from batchpilot.emulator.behaviour.tokenizer import block_text
 
 ENFORCE_MARK = "[structured-output-enforce]"
 TURNS = ("prompt", "tool_result", "enforce")

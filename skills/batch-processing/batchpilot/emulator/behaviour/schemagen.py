@@ -5,17 +5,24 @@ additionalProperties, enum, const, arrays with items/prefixItems/minItems/maxIte
 objects, local $ref ($defs / definitions), anyOf/oneOf (first branch), allOf (merged), string formats
 (date, date-time, time, email, uri, uuid), minLength/maxLength, and numeric bounds. A `pattern` is not
 solved; the value is then a plain string.
+
+How long an answer is follows VERBOSITY (a context variable the responder sets per request from the item's
+length and the request's hash): arrays without a fixed size get about 2 x verbosity items (at least one) and free-text
+strings about 7 x verbosity words, so answer lengths vary by template (its schema) and by item, as a real
+model's do, and a pilot has something to measure.
 """
 
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from typing import Any
 
 MAX_DEPTH = 12
 # A schema may ask for more than any answer could hold; the generator stops here instead of hanging.
 MAX_ITEMS = 1000
 MAX_STRING = 100_000
+VERBOSITY: ContextVar[float] = ContextVar("verbosity", default=1.0)
 WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "fjord", "gamma", "harbor", "iris", "juniper", "kestrel", "lumen")
 
 
@@ -100,7 +107,9 @@ def _array(schema: dict, key: str, root: dict, depth: int) -> list:
     prefix = schema.get("prefixItems") if isinstance(schema.get("prefixItems"), list) else []
     low = int(schema.get("minItems") or 0)
     high = schema.get("maxItems")
-    count = max(low, len(prefix), 2 if high is None else min(2, int(high)))
+    # at least one item: the emulator answers every array with something to validate
+    wanted = max(1, round(2 * VERBOSITY.get() + (_num(key + "/n") % 3 - 1) * 0.5))
+    count = max(low, len(prefix), wanted if high is None else min(wanted, int(high)))
     if high is not None:
         count = min(count, int(high))
     count = min(count, MAX_ITEMS)
@@ -139,7 +148,8 @@ def _string(schema: dict, key: str, root: dict, depth: int) -> str:
         h = f"{n:016x}{_num(key + '/u'):016x}"
         text = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"
     else:
-        text = f"{WORDS[n % len(WORDS)]} {WORDS[(n >> 8) % len(WORDS)]} {n % 1000}"
+        words = max(2, round(7 * VERBOSITY.get() * (0.6 + (n % 9) / 10)))
+        text = " ".join(WORDS[(n >> (3 * i % 48)) % len(WORDS)] for i in range(words)) + f" {n % 1000}"
     low = min(int(schema.get("minLength") or 0), MAX_STRING)
     high = schema.get("maxLength")
     if len(text) < low:

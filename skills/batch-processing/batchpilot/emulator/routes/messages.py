@@ -3,9 +3,9 @@
 A Messages request goes through, in order: JSON parsing and validation (400/404), the rate-limit buckets
 (429 + retry-after), HTTP faults (529/500/429/400), latency and the `slow` fault, the scenario (a scripted
 reply or error), then the responder (with answer faults), prompt-cache accounting, and usage bookkeeping.
-count_tokens answers `tokens.estimate_input_tokens` exactly, plus the emulator's own count of documents and
-images (`behaviour.media`), and never touches the cache, like the real one. A `file_id` source needs the Files
-API beta header and an uploaded file.
+count_tokens answers the emulator's own tokenizer (`behaviour.tokenizer.input_tokens`) exactly, plus the
+emulator's own count of documents and images (`behaviour.media`), and never touches the cache, like the real
+one. A `file_id` source needs the Files API beta header and an uploaded file.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from batchpilot.emulator.behaviour.media import check_media, media_tokens, refer
 from batchpilot.emulator.behaviour.request_checks import check_params
 from batchpilot.emulator.routes.files import FILES_BETA, has_files_beta
 from batchpilot.emulator.http.wire import ApiError, Request, Response, bad_request
-from batchpilot.core.tokens import estimate_input_tokens
+from batchpilot.emulator.behaviour.tokenizer import input_tokens
 
 if TYPE_CHECKING:
     from batchpilot.emulator.app import App
@@ -55,7 +55,7 @@ def _params(app: "App", request: Request, counting: bool) -> dict:
 
 def count_tokens(app: "App", request: Request) -> Response:
     params = _params(app, request, counting=True)
-    return Response.json({"input_tokens": estimate_input_tokens(params) + media_tokens(params, app.files.content)})
+    return Response.json({"input_tokens": input_tokens(params) + media_tokens(params, app.files.content)})
 
 
 def _fault_key(app: "App", key: str) -> str:
@@ -81,7 +81,7 @@ def create(app: "App", request: Request) -> Response:
 
 def _create(app: "App", params: dict, key: str) -> Response:
     attached = media_tokens(params, app.files.content)
-    total = estimate_input_tokens(params) + attached
+    total = input_tokens(params) + attached
     wait = app.limiter.admit_message(total)
     if wait > 0:
         raise ApiError(429, "rate_limit_error",

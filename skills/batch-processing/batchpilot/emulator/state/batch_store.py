@@ -15,14 +15,19 @@ Timeline of a batch of n requests (times on the emulated clock):
 
 A finished request's outcome is a pure function of the request: `errored` when its params fail validation
 (`validate.check_params`) or an errored-kind fault picks it, `expired` when an `expired` fault picks it,
-else `succeeded` with the responder's answer. Results come in input order. Prompt caching applies within
-a batch (service_tier "batch"), each request seen at its own finishing time.
+else `succeeded` with the responder's answer. Results do not come in input order: the API says results
+"may be in any order" (https://platform.claude.com/docs/en/build-with-claude/batch-processing), so each
+window of SHUFFLE_WINDOW lines is shuffled with a seed (per seed and batch: every download agrees; memory
+stays flat). Prompt caching applies within a batch (service_tier "batch"), each request seen at its own
+finishing time, and a would-be hit misses with probability 1 - `batch_cache_hit_rate` (best-effort).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +44,7 @@ from batchpilot.emulator.behaviour.media import check_media, media_tokens
 from batchpilot.emulator.behaviour.request_checks import check_params
 
 CHUNK_BYTES = 64 * 1024
+SHUFFLE_WINDOW = 512
 COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
@@ -242,25 +248,26 @@ class BatchStore:
     def _lines(self, batch: Batch, finished: int, cut_at: int | None, drop) -> Iterator[bytes]:
         cache = PromptCache()
         spool = open(batch.spool, "rb")
-        buffer: list[str] = []
-        size = 0
+        shuffle = random.Random(f"{self.config.seed}/{batch.id}").shuffle if self.config.shuffle_results else None
+        window: list[str] = []
         try:
             for index, raw in enumerate(spool):
                 custom_id, params = json.loads(raw)
                 if drop is not None and (index == cut_at or (drop.match and drop.selects(custom_id))):
-                    if buffer:
-                        yield "".join(buffer).encode("utf-8")
+                    yield from _chunks(window, shuffle)
                     raise DropConnection()
-                line = self._line(batch, index, finished, custom_id, params, cache)
-                buffer.append(line)
-                size += len(line)
-                if size >= CHUNK_BYTES:
-                    yield "".join(buffer).encode("utf-8")
-                    buffer, size = [], 0
-            if buffer:
-                yield "".join(buffer).encode("utf-8")
+                # Lines are computed in input order (the cache sees requests as they finish), then sent shuffled.
+                window.append(self._line(batch, index, finished, custom_id, params, cache))
+                if len(window) >= SHUFFLE_WINDOW:
+                    yield from _chunks(window, shuffle)
+                    window = []
+            yield from _chunks(window, shuffle)
         finally:
             spool.close()
+
+    def _hit(self, batch: Batch, custom_id: str) -> bool:
+        digest = hashlib.blake2b(f"{self.config.seed}/{batch.id}/{custom_id}".encode(), digest_size=4).digest()
+        return int.from_bytes(digest, "big") / 2 ** 32 < self.config.batch_cache_hit_rate
 
     def _line(self, batch: Batch, index: int, finished: int, custom_id: str, params: Any, cache: PromptCache) -> str:
         if index >= finished:
@@ -278,10 +285,28 @@ class BatchStore:
                 reply = answer(params, key, fault.kind if fault else None)
                 at = batch.created + (index + 1) / self.config.batch_speed
                 usage = cache.apply(params, at)
+                if usage.cache_read and not self._hit(batch, custom_id):
+                    usage = usage.missed()
                 usage.input_tokens += media_tokens(params, self.files)  # after the cached prefix: plain input
                 msg = build_message(make_id("msg", f"{batch.id}/{custom_id}"), params["model"], reply, usage, "batch")
                 result = {"type": "succeeded", "message": msg}
         return json.dumps({"custom_id": custom_id, "result": result}, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def _chunks(lines: list[str], shuffle) -> Iterator[bytes]:
+    """`lines` (shuffled in place when asked) as byte chunks of about CHUNK_BYTES."""
+    if shuffle is not None:
+        shuffle(lines)
+    buffer: list[str] = []
+    size = 0
+    for line in lines:
+        buffer.append(line)
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield "".join(buffer).encode("utf-8")
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer).encode("utf-8")
 
 
 def spool_requests(path: Path, items: Iterator[tuple[str, Any]]) -> int:

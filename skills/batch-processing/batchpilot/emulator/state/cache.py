@@ -1,6 +1,7 @@
 """Prompt-cache simulation: which input tokens of a request are cache writes, cache reads, or plain input.
 
-The request is walked in the API's cache order (tools → system → messages) with `tokens.request_segments`.
+The request is walked in the API's cache order (tools → system → messages) with the emulator's own
+tokenizer (`behaviour.tokenizer.request_segments`).
 A block with `cache_control` (or the request's last block when the top-level `cache_control` asks for
 automatic caching) is a breakpoint; at most the last four count. A breakpoint whose prefix reaches the
 model's minimum cacheable length is eligible:
@@ -11,7 +12,7 @@ model's minimum cacheable length is eligible:
   breakpoint that closes it (the `ephemeral_5m` / `ephemeral_1h` breakdown);
 * input_tokens: everything else, i.e. what follows the last breakpoint, plus the request overhead.
 
-So input + cache_creation + cache_read always equals `tokens.estimate_input_tokens(params)`. Entries are
+So input + cache_creation + cache_read always equals `tokenizer.input_tokens(params)`. Entries are
 keyed by model and prefix content, expire on the emulated clock, and the table is bounded (oldest out).
 """
 
@@ -23,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from batchpilot.core.models import find_model
-from batchpilot.core.tokens import REQUEST_OVERHEAD, request_segments
+from batchpilot.emulator.behaviour.tokenizer import REQUEST_OVERHEAD, request_segments
 
 MAX_BREAKPOINTS = 4
 MAX_ENTRIES = 50_000
@@ -37,6 +38,14 @@ class CacheUsage:
     cache_read: int = 0
     write_5m: int = 0
     write_1h: int = 0
+    read_ttl: str = "5m"  # the TTL of the entry that was read
+
+    def missed(self) -> "CacheUsage":
+        """This usage had the read missed (a batch's best-effort cache): the prefix is written again instead."""
+        if not self.cache_read:
+            return self
+        extra_5m, extra_1h = (0, self.cache_read) if self.read_ttl == "1h" else (self.cache_read, 0)
+        return CacheUsage(self.input_tokens, 0, self.write_5m + extra_5m, self.write_1h + extra_1h, self.read_ttl)
 
     def as_usage(self) -> dict:
         return {
@@ -103,4 +112,5 @@ class PromptCache:
                 self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return CacheUsage(total - eligible[-1][0], read, write_5m, write_1h)
+        return CacheUsage(total - eligible[-1][0], read, write_5m, write_1h,
+                          eligible[read_at][2] if read_at >= 0 else "5m")

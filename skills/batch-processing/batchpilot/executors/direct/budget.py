@@ -55,8 +55,7 @@ def run_prices(manifest: dict, run_dir: Path) -> Prices:
             f"{run_dir / 'run.json'}: no price for model {manifest.get('model')!r}, so the cost cannot be bounded",
             "prepare the run again with --price-in and --price-out (USD per million tokens) for this model",
         )
-    return Prices(float(prices["input_per_mtok"]), float(prices["output_per_mtok"]),
-                  float(prices.get("read_multiplier") or 0.1))
+    return Prices.from_manifest(prices)
 
 
 class Budget:

@@ -1,0 +1,107 @@
+"""The per-model facts table (core/models.py) and what follows from it: each row cites its docs page and
+keeps the table's rules; a `tool` template on a model that refuses forced tool use sends no forced tool;
+the emulator answers forced tool use on those models with the API's 400."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import anthropic
+import pytest
+
+from batchpilot.core.models import MODELS, Tier, cost_usd, prices_for
+from batchpilot.core.paths import TEMPLATES_DIR
+
+REFUSING = sorted(m.id for m in MODELS.values() if not m.forced_tool)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS.values(), key=lambda m: m.id), ids=lambda m: m.id)
+def test_every_row_cites_its_docs_page_and_keeps_the_tables_rules(model):
+    assert model.source.startswith("https://platform.claude.com/docs/en/"), model.source
+    assert model.input > 0 and model.output > model.input  # output always costs more than input
+    assert (model.write_5m, model.write_1h) == (1.25, 2.0)  # the pricing page's multipliers, by TTL
+    assert 0 < model.read_multiplier <= 0.1
+    assert model.min_cache_tokens in (512, 1024, 2048, 4096)
+    assert model.max_output in (64_000, 128_000)
+    assert model.batch_max_output is None or model.batch_max_output >= model.max_output
+    assert model.tier in ("haiku", "sonnet", "opus")
+    if model.long_prompt is not None:
+        assert model.long_prompt.threshold > 0
+        assert model.long_prompt.input > model.input and model.long_prompt.output > model.output
+    assert set(model.refused_thinking) <= {"enabled", "disabled"}
+
+
+def test_the_figures_the_docs_corrected():
+    assert MODELS["claude-sonnet-5-5"].read_multiplier == 0.1  # $0.20 on $2, not 0.05
+    assert MODELS["claude-opus-5-5"].read_multiplier == 0.05  # $0.20 on $4
+    assert MODELS["claude-opus-4-8"].min_cache_tokens == 1024  # not 4,096
+    haiku = MODELS["claude-haiku-5-5"]
+    assert haiku.max_output == 128_000 and haiku.long_prompt == Tier(100_000, 0.50, 2.50)
+    assert REFUSING == ["claude-fable-5-1", "claude-opus-5-5", "claude-sonnet-5-5"]
+
+
+def test_a_long_prompt_is_billed_at_the_higher_tier_on_every_token():
+    prices = prices_for("claude-haiku-5-5")
+    short = cost_usd(prices, {"input_tokens": 100_000, "output_tokens": 1000}, batch=False)
+    long = cost_usd(prices, {"input_tokens": 60_000, "cache_read_input_tokens": 40_001, "output_tokens": 1000}, batch=False)
+    assert short == pytest.approx((100_000 * 0.10 + 1000 * 0.50) / 1e6)
+    assert long == pytest.approx((60_000 * 0.50 + 40_001 * 0.05 + 1000 * 2.50) / 1e6)
+
+
+def tool_template(tmp: Path) -> Path:
+    target = tmp / "review-tool"
+    shutil.copytree(TEMPLATES_DIR / "code-review", target)
+    meta = json.loads((target / "template.json").read_text())
+    (target / "template.json").write_text(json.dumps({**meta, "output_style": "tool"}))
+    return target
+
+
+def test_a_tool_template_on_a_model_that_refuses_forced_tools_sends_none(bp, tmp_path):
+    Path("a.py").write_text("def f(x):\n    return x / 0\n")
+    template = tool_template(tmp_path)
+    done = bp("run", "--template", template, "--items", "a.py", "--model", "claude-sonnet-5-5", "--mode", "direct",
+              "--emulate", "--run", "r55")
+    assert done.code == 0, done.stderr
+    assert {k: n for k, n in done.receipt["counts"].items() if n} == {"ok": 1}, done.receipt
+    sent = [json.loads(line)["params"] for line in Path("r55/requests.jsonl").read_text().splitlines()]
+    assert sent and all("tool_choice" not in p for p in sent)
+    assert all(p["output_config"]["format"]["type"] == "json_schema" for p in sent)
+    assert json.loads(Path("r55/run.json").read_text())["output_style"] == "json_schema"
+    kept = bp("prepare", "--template", template, "--items", "a.py", "--model", "claude-sonnet-5", "--run", "r5")
+    assert kept.code == 0, kept.stderr
+    (line,) = Path("r5/requests.jsonl").read_text().splitlines()
+    assert json.loads(line)["params"]["tool_choice"] == {"type": "tool", "name": "emit_result"}
+
+
+@pytest.mark.parametrize("model", REFUSING + ["claude-sonnet-5"])
+def test_the_emulator_answers_forced_tool_use_with_400_on_the_models_that_refuse_it(emulator, model):
+    emu = emulator()
+    client = anthropic.Anthropic(api_key="x", base_url=emu.base_url, max_retries=0)
+    body = {"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "emit_result", "input_schema": {"type": "object"}}]}
+    for choice in ({"type": "tool", "name": "emit_result"}, {"type": "any"}):
+        if model in REFUSING:
+            with pytest.raises(anthropic.BadRequestError) as err:
+                client.messages.create(**body, tool_choice=choice)
+            assert err.value.status_code == 400 and "tool_choice" in str(err.value)
+        else:
+            assert client.messages.create(**body, tool_choice=choice).stop_reason == "tool_use"
+    assert client.messages.create(**body, tool_choice={"type": "auto"}).content
+
+
+def test_the_cache_choice_is_stated_and_a_flag_overrides_it(bp):
+    Path("a.py").write_text("def f(x):\n    return x / 0\n")
+    auto = bp("prepare", "--template", "code-review", "--items", "a.py", "--run", "auto")
+    assert auto.code == 0, auto.stderr
+    assert auto.receipt["cache"]["ttl"] == "1h" and "break-even" in auto.receipt["cache"]["why"]
+    none = bp("prepare", "--template", "code-review", "--items", "a.py", "--run", "none", "--cache", "none")
+    assert none.receipt["cache"] == {"ttl": "none", "why": "--cache none"}
+    params = json.loads(Path("none/requests.jsonl").read_text())["params"]
+    assert "cache_control" not in params["system"][0]
+    assert json.loads(Path("none/run.json").read_text())["cache"]["ttl"] == "none"
+    five = bp("prepare", "--template", "code-review", "--items", "a.py", "--run", "five", "--cache", "5m")
+    assert json.loads(Path("five/requests.jsonl").read_text())["params"]["system"][0]["cache_control"]["ttl"] == "5m"
+    planned = bp("plan", "--template", "code-review", "--items", "a.py", "--cache", "none").receipt
+    assert planned["tokens"]["shared_prefix"] == 0  # plan prices what the requests will carry

@@ -1,0 +1,70 @@
+"""`run --pilot N`: the pilot items go through the direct API once, the receipt carries their measured
+figures and the whole job's extrapolation, and the rest runs in the chosen mode without them."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+WORDS = ("refund", "login", "broken", "great", "slow", "charge", "error", "app", "invoice", "crash")
+
+
+def write_items(n: int) -> Path:
+    path = Path("items.jsonl")
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            r = random.Random(i)
+            text = " ".join(r.choice(WORDS) for _ in range(r.randint(5, 300)))
+            fh.write(json.dumps({"id": f"t{i:03d}", "text": text}) + "\n")
+    return path
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_pilot_is_measured_extrapolated_and_not_redone(bp):
+    items = write_items(60)
+    args = ("run", "--template", "classify", "--items", items, "--var", "labels=billing,bug,other",
+            "--mode", "batch", "--emulate", "--run", "r", "--pilot", "8")
+    first = bp(*args, "--pilot-only")
+    assert first.code == 0, first.stderr
+    pilot = first.receipt["pilot"]
+    assert first.receipt["stopped"] == "after the pilot (--pilot-only)"
+    assert first.receipt["next"].endswith(" run --template classify --items items.jsonl --mode batch --run r "
+                                          "--var labels=billing,bug,other --emulate")
+    assert pilot["items"] == pilot["answered"] == 8 and pilot["invalid_share"] == 0
+    assert pilot["billed_tokens"]["output_tokens"] > 0 and pilot["billed_cost_usd"] > 0
+    whole = pilot["whole_job"]
+    assert whole["cost_range_usd"][0] <= whole["cost_usd"] <= whole["cost_range_usd"][1]
+    assert set(pilot["extrapolated"]) >= {"direct", "batch"} and pilot["rest"]["items"] == 52
+    sizes = sorted(len(r["text"]) for r in records(items))
+    chosen = {json.loads(line)["custom_id"] for line in Path("r/rounds/pilot.jsonl").read_text().splitlines()}
+    lengths = {r["id"]: len(r["text"]) for r in records(items)}
+    assert min(lengths[c] for c in chosen) == sizes[0] and max(lengths[c] for c in chosen) == sizes[-1]  # stratified
+    assert {r["custom_id"] for r in records(Path("r/results.jsonl"))} == chosen  # only the pilot was sent
+
+    capped = bp(*args, "--max-cost", "0.000001")  # above --max-cost: stops after the (recorded) pilot
+    assert capped.code == 0 and capped.receipt["stopped"] == "after the pilot (max_cost)", capped.receipt
+    assert "above --max-cost" in capped.receipt["pilot"]["why"]
+    assert len(records(Path("r/results.jsonl"))) == 8  # nothing sent again
+
+    again = bp(*args)  # the same command without --pilot-only continues with the rest
+    assert again.code == 0, again.stderr
+    assert {k: n for k, n in again.receipt["counts"].items() if n} == {"ok": 60}
+    assert again.receipt["pilot"]["billed_tokens"] == pilot["billed_tokens"]  # measured once, carried over
+    sent = [r["custom_id"] for r in records(Path("r/results.jsonl"))]
+    assert len(sent) == len(set(sent)) == 60  # each item answered once: no pilot item redone by the batch
+    assert {r["custom_id"] for r in records(Path("r/results.jsonl")) if r["mode"] == "direct"} == chosen
+    billed = json.loads(Path("r/summary.json").read_text())["cost_usd"]
+    assert abs(whole["cost_usd"] / billed - 1) < 0.5  # the tight figure is a bench/ row; here: the same order
+    report = Path("r/report.md").read_text()
+    assert f"| estimate after the pilot, {pilot['mode']} (range) | ${whole['cost_usd']:,.4f}" in report
+
+
+def test_a_pilot_refuses_modes_it_cannot_continue_in(bp):
+    items = write_items(3)
+    r = bp("run", "--template", "classify", "--items", items, "--var", "labels=a,b", "--mode", "agents",
+           "--pilot", "2", "--run", "r")
+    assert r.code == 1 and "Error: --pilot" in r.stderr and "Hint:" in r.stderr
