@@ -68,3 +68,19 @@ def test_a_pilot_refuses_modes_it_cannot_continue_in(bp):
     r = bp("run", "--template", "classify", "--items", items, "--var", "labels=a,b", "--mode", "agents",
            "--pilot", "2", "--run", "r")
     assert r.code == 1 and "Error: --pilot" in r.stderr and "Hint:" in r.stderr
+
+
+def test_a_run_stopped_after_its_pilot_resumes_when_typed_again(bp):
+    items = write_items(12)
+    args = ("run", "--template", "classify", "--items", items, "--var", "labels=billing,bug,other",
+            "--mode", "batch", "--emulate", "--pilot", "4")  # no --run: the run is found again by its job
+    first = bp(*args, "--pilot-only")
+    assert first.code == 0 and first.receipt["stopped"] == "after the pilot (--pilot-only)", first.stderr
+    again = bp(*args)  # typed again: not "already finished" with the rest missing
+    assert again.code == 0, again.stderr
+    assert again.receipt["run"] == first.receipt["run"] and not again.receipt.get("finished")
+    assert {k: n for k, n in again.receipt["counts"].items() if n} == {"ok": 12}
+    sent = [r["custom_id"] for r in records(Path(first.receipt["run"]) / "results.jsonl")]
+    assert len(sent) == len(set(sent)) == 12  # the pilot's 4 were not sent again
+    third = bp(*args)  # and once finished, typed again it is reported, not paid for again
+    assert third.code == 0 and third.receipt["finished"] is True and third.receipt["run"] == first.receipt["run"]

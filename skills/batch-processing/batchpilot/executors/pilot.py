@@ -16,7 +16,8 @@ stop or continue with the rest in the chosen mode without redoing the pilot item
    formulas (`prepare.plan.mode_costs`) on those tallies, plus what the pilot already cost.
 4. `pilot.json` (written atomically, under the run lock) records it all; a re-run finds it and goes on.
    With `--pilot-only`, or when the extrapolated cost of the chosen mode exceeds `--max-cost`, `run` stops
-   after the pilot and its receipt says how to continue.
+   after the pilot, journals `pilot_stopped` (so the run is not finished: the same `run` typed again resumes
+   it) and its receipt says how to continue.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from batchpilot.core.tokens import estimate_input_tokens
 from batchpilot.prepare.estimates import OUTPUT_SPREAD
 from batchpilot.prepare.plan import Tally, cached_prefix_tokens, mode_costs
 from batchpilot.results.summary import run_prices
+from batchpilot.rundir.journal import journal
 from batchpilot.rundir.lock import run_lock
 from batchpilot.rundir.manifest import open_run
 
@@ -264,6 +266,11 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
     elif max_cost is not None and chosen.get("cost_usd") is not None and chosen["cost_usd"] > max_cost:
         stop = "max_cost"
         receipt["why"] = f"the whole job is extrapolated at ${chosen['cost_usd']:.4f} in {key}, above --max-cost {max_cost}"
+    if stop:
+        # The pilot's merge was the journal's last event, which would make the run look finished to a
+        # `run` typed again without --run (rundir.lookup.is_finished): the stop says the rest is still to do.
+        with run_lock(run_dir):
+            journal(run_dir, "pilot_stopped", reason=stop, rest=int(state["rest"]))
     return PilotOutcome(receipt, stop, int(state["rest"]))
 
 
