@@ -84,3 +84,13 @@ def test_a_run_stopped_after_its_pilot_resumes_when_typed_again(bp):
     assert len(sent) == len(set(sent)) == 12  # the pilot's 4 were not sent again
     third = bp(*args)  # and once finished, typed again it is reported, not paid for again
     assert third.code == 0 and third.receipt["finished"] is True and third.receipt["run"] == first.receipt["run"]
+
+
+def test_a_pilot_refuses_file_uploads_before_preparing(bp):
+    import media_samples as samples
+
+    samples.inbox(Path("inbox"))
+    r = bp("run", "-t", "summarize", "-i", "inbox/**/*", "--mode", "batch", "--emulate", "--upload", "files",
+           "--pilot", "2", "--run", "r")
+    assert r.code == 1 and "Error: --pilot" in r.stderr and "Hint: run the pilot with --upload inline" in r.stderr
+    assert not Path("r").exists()

@@ -76,6 +76,9 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
         mode = choose_mode(job_kwargs, run_dir, urgent, needs_tools, options.emulate, progress)
     job = open_job(mode=mode, **job_kwargs)
     check_formats(job.template.schema, options.formats)  # `--format sarif` on a schema without lines: before any spend
+    if options.pilot and job.upload == "files":  # the pilot's direct requests cannot carry pending upload ids
+        raise BatchpilotError("--pilot sends its items through the direct API, which --upload files does not reach",
+                              "run the pilot with --upload inline, or drop --pilot")
     with ExitStack() as project:
         target = run_dir
         if target is None:
