@@ -93,3 +93,20 @@ def test_output_tokens_and_batch_endpoints_have_their_own_buckets(make_emulator)
     assert batch_statuses == [200, 200, 429]
     status, headers, body = client.json("GET", "/v1/messages/batches")
     assert status == 429 and body["error"]["type"] == "rate_limit_error" and int(headers["retry-after"]) >= 1
+
+
+def test_a_limit_changed_mid_run_binds_at_once(make_emulator):
+    # POST /_emulator/limits lowers the request limit as an account's limit can change mid-run: the level is
+    # capped at the new limit and the headers report it on the next answer.
+    from emulator.emu_helpers import admin
+
+    emu = make_emulator(requests_per_minute=50)
+    client = anthropic.Anthropic(base_url=emu.base_url, api_key="k", max_retries=0)
+    assert admin(emu, "limits", {"requests_per_minute": 2})["requests_per_minute"] == 2
+    seen = [client.messages.with_raw_response.create(**params("go")).headers for _ in range(2)]
+    assert [h["anthropic-ratelimit-requests-limit"] for h in seen] == ["2", "2"]
+    assert [remaining(h, "requests") for h in seen] == [1, 0]
+    with pytest.raises(anthropic.RateLimitError):
+        client.messages.create(**params("go"))
+    status, _, data = raw(emu).json("POST", "/_emulator/limits", {"requests_per_minute": 0})
+    assert status == 400 and "requests_per_minute" in data["error"]["message"]

@@ -6,6 +6,8 @@
     POST /_emulator/batches/ID/finish          end the batch now, every request finished
     POST /_emulator/batches/ID/expire          end it now, unfinished requests expired
     POST /_emulator/batches/ID/archive         archive it now (results no longer downloadable)
+    POST /_emulator/limits       {"requests_per_minute": N, "input_tokens_per_minute": N,
+                                  "output_tokens_per_minute": N}   change the Messages limits now (any subset)
     POST /_emulator/reset                      forget batches, cache, limits, counters; restart the clock
 """
 
@@ -62,6 +64,8 @@ def handle(app: "App", request: Request) -> Response:
         if not 0 <= seconds <= MAX_ADVANCE:  # also rejects NaN and infinity: the clock must stay a real date
             raise bad_request(f"advance: seconds must be between 0 and {MAX_ADVANCE:.0f} (100 years)")
         return Response.json({"now": iso(app.clock.advance(seconds))})
+    if parts == ["limits"]:
+        return Response.json(app.limiter.set_limits(**_limits(request.body)))
     if parts == ["reset"]:
         app.reset()
         return Response.json({"reset": True})
@@ -76,3 +80,22 @@ def handle(app: "App", request: Request) -> Response:
             app.store.finish(batch, parts[2])
         return Response.json(app.store.to_json(batch, request.base_url))
     raise ApiError(404, "not_found_error", f"Not found: {request.method} {request.path}")
+
+
+LIMIT_KEYS = {"requests_per_minute": "rpm", "input_tokens_per_minute": "itpm", "output_tokens_per_minute": "otpm"}
+
+
+def _limits(body: bytes | None) -> dict:
+    """The new limits of a POST /_emulator/limits body, as RateLimiter.set_limits arguments (400 if malformed)."""
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or set(value) - set(LIMIT_KEYS):
+        raise bad_request(f"limits: send a JSON object with any of {sorted(LIMIT_KEYS)}")
+    out = {}
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise bad_request(f"limits: {key} must be a whole number >= 1, not {number!r}")
+        out[LIMIT_KEYS[key]] = number
+    return out

@@ -62,6 +62,21 @@ class RateLimiter:
         self.batch = Bucket(batch_rpm)
         self._lock = threading.Lock()
 
+    def set_limits(self, rpm: int | None = None, itpm: int | None = None, otpm: int | None = None) -> dict:
+        """Change limits now, as an account's tier or a shared organisation's use can change them mid-run.
+
+        Each bucket keeps its level (capped at the new limit): a lowered limit binds at once, a raised one
+        refills at its new rate. Returns the limits now in force."""
+        now = time.monotonic()
+        with self._lock:
+            for bucket, limit in ((self.requests, rpm), (self.input, itpm), (self.output, otpm)):
+                if limit is not None:
+                    bucket._refill(now)
+                    bucket.limit = max(int(limit), 1)
+                    bucket.level = min(bucket.level, float(bucket.limit))
+            return {"requests_per_minute": self.requests.limit, "input_tokens_per_minute": self.input.limit,
+                    "output_tokens_per_minute": self.output.limit}
+
     def admit_message(self, input_tokens: int) -> float:
         """Take one request and `input_tokens`; return 0, or the seconds to wait (nothing taken) when limited."""
         now = time.monotonic()
