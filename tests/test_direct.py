@@ -266,3 +266,30 @@ def test_a_long_answer_is_waited_for_not_cut():
     # At least the 600 s floor; for a big max_tokens, the SDK's model of a long request (an hour per 128K).
     assert request_timeout(1_000) == 600.0
     assert request_timeout(64_000) == 1800.0 and request_timeout(128_000) == 3600.0
+
+
+def test_an_answer_lost_on_the_way_back_counts_against_max_cost_before_it_is_sent_again(bp, emulator, tmp_path):
+    # The emulator makes and bills the answer, then closes the connection without a response: the client sees
+    # a dropped connection. The request may have been billed, so its worst case is spent before any re-send.
+    import math
+
+    from batchpilot.core.tokens import estimate_input_tokens
+    from batchpilot.executors.direct.budget import INITIAL_COST_RATIO, billed_so_far
+
+    log = tmp_path / "emu.log"
+    emu = emulator(faults=[FaultRule.parse("kind=drop_answer,times=1")], log_path=str(log))
+    run = make_run(bp, tmp_path, 1, max_tokens=100)
+    manifest = json.loads((run / "run.json").read_text())
+    prices = Prices(manifest["prices"]["input_per_mtok"], manifest["prices"]["output_per_mtok"])
+    params = json.loads((run / "requests.jsonl").read_text().splitlines()[0])["params"]
+    worst = worst_case_cost(params, math.ceil(estimate_input_tokens(params) * INITIAL_COST_RATIO), prices)
+    # Room for one send's worst case and a half: the lost answer's worst case leaves no room to send it again.
+    receipt = run_direct(run, client_for(emu), max_cost=worst * 1.5)
+    sent = [e for e in read_log(log) if e["path"] == "/v1/messages"]
+    assert [e["fault"] for e in sent] == ["drop_answer"], sent
+    assert receipt["stopped"] == "max_cost" and receipt["run_spent_usd"] >= worst
+    assert billed_so_far(run, prices)[1] == pytest.approx(worst, rel=1e-6)  # the next invocation counts it too
+    # With room for it, the item is sent again and answered: one success, the lost send still counted.
+    receipt = run_direct(run, client_for(emu), max_cost=worst * 3)
+    assert receipt["counts"]["succeeded"] == 1 and receipt["run_spent_usd"] >= worst + receipt["cost_usd"]
+    assert len([e for e in read_log(log) if e["path"] == "/v1/messages"]) == 2

@@ -73,6 +73,9 @@ class Failure:
     headers: dict = field(default_factory=dict)
     retry_after: float | None = None
     status: int | None = None
+    # The request may have reached the server and been billed though no answer came back (a timeout, a
+    # connection dropped after the request went out; not a connection that was never made).
+    maybe_billed: bool = False
 
     @property
     def type(self) -> str:
@@ -94,11 +97,16 @@ def classify(exc: Exception, timeout: float | None = None) -> Failure:
         return _classify_status(exc)
     if isinstance(exc, anthropic.APITimeoutError):
         after = f" after {timeout:.0f} s" if timeout else ""
-        return Failure("transient", error_body("timeout_error", f"the request timed out{after}", request_id=None))
+        return Failure("transient", error_body("timeout_error", f"the request timed out{after}", request_id=None),
+                       maybe_billed=True)
     if isinstance(exc, anthropic.APIConnectionError):
         cause = exc.__cause__ or exc
+        # A connect error (refused, DNS, TLS: the transport's ConnectError/ConnectTimeout, matched by name so
+        # as not to import the transport) means nothing was sent; anything later (the server closed the
+        # connection, a read failed) may have come after the server took the request and billed it.
+        never_sent = type(cause).__name__ in ("ConnectError", "ConnectTimeout") or isinstance(cause, ConnectionRefusedError)
         return Failure("transient", error_body("connection_error", f"connection failed: {type(cause).__name__}: {cause}",
-                                               request_id=None))
+                                               request_id=None), maybe_billed=not never_sent)
     return Failure("permanent", error_body("api_error", f"{type(exc).__name__}: {exc}", request_id=None))
 
 

@@ -28,6 +28,7 @@ What each kind does:
 | slow | answered `slow_seconds` later | — |
 | drop_results | — | the results download is cut mid-stream (at the first matching custom_id, else halfway) |
 | foreign_batch | — | a batch create: another client creates a batch of the same size (custom_ids `foreign-…`) first, and this create answers 529 without making a batch |
+| drop_answer | the answer is made and billed, then the connection closes with no response | — |
 | create_overloaded | — | a batch create: the batch is made, but the answer is a 529 (the client cannot tell) |
 
 `low_credit` is what the real API was seen to send when an account runs out of credit (the batch line of
@@ -49,6 +50,7 @@ from typing import Any
 KINDS = (
     "overloaded", "api_error", "rate_limit", "errored", "billing", "low_credit", "expired",
     "invalid_json", "truncate", "refusal", "slow", "drop_results", "foreign_batch", "create_overloaded",
+    "drop_answer",
 )
 LOW_CREDIT_MESSAGE = ("Your credit balance is too low to access the Anthropic API. "
                       "Please go to Plans & Billing to upgrade or purchase credits.")

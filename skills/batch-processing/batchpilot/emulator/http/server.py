@@ -114,6 +114,13 @@ class _Handler(BaseHTTPRequestHandler):
         streamed = not isinstance(response.body, (bytes, bytearray))
         if not streamed:
             self._log(method, request, response, started)
+        if response.drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         try:
             self._write(method, response, request_id)
         except DropConnection:

@@ -58,6 +58,7 @@ class Response:
     fault: str | None = None
     request_key: str | None = None  # POST /v1/messages only: the responder's digest of the request body
     scenario_step: int | None = None  # POST /v1/messages only: the index of the scripted step that answered
+    drop: bool = False  # close the connection without a response (the `drop_answer` fault: billed, never seen)
 
     @classmethod
     def json(cls, value: Any, status: int = 200, **log: Any) -> "Response":

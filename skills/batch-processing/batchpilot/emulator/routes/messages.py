@@ -117,6 +117,9 @@ def _create(app: "App", params: dict, key: str) -> Response:
     app.stats.add_usage(usage)
     log_usage = {k: usage[k] for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                       "cache_creation_input_tokens")}
+    if app.faults.first(("drop_answer",), fault_key, subject):
+        # Made and billed, then lost on the way back: the client cannot tell it from a request never sent.
+        return Response(200, b"", usage=log_usage, fault="drop_answer", drop=True)
     if params.get("stream"):
         return Response(200, sse_body(message), "text/event-stream; charset=utf-8",
                         [("cache-control", "no-cache")], usage=log_usage, fault=fault, scenario_step=step)

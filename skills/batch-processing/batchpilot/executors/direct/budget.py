@@ -67,6 +67,7 @@ class Budget:
         self.spent_before = spent_before  # what earlier invocations of this run billed (or may have)
         self.spent = 0.0  # what this invocation billed
         self.held = 0.0
+        self.maybe = 0.0  # worst cases of this invocation's sends that got no answer but may have been billed
         self.ratio_sum, self.ratio_count, self.ratio_max = 0.0, 0, 0.0  # counted / estimated input tokens
 
     def worst_case(self, params: dict, estimate: int) -> float:
@@ -76,11 +77,12 @@ class Budget:
 
     def fits(self, worst: float) -> bool:
         """Whether a request of this worst case may be sent now."""
-        return self.max_cost is None or self.spent_before + self.spent + self.held + worst <= self.max_cost + EPSILON_USD
+        return (self.max_cost is None
+                or self.spent_before + self.spent + self.maybe + self.held + worst <= self.max_cost + EPSILON_USD)
 
     def left(self) -> float | None:
         """USD of `max_cost` the run has left (None: no limit)."""
-        return None if self.max_cost is None else max(0.0, self.max_cost - self.spent_before - self.spent)
+        return None if self.max_cost is None else max(0.0, self.max_cost - self.spent_before - self.spent - self.maybe)
 
     def pace_tokens(self, estimate: int) -> int:
         """Input tokens to reserve at the rate limiter: the estimate corrected by the mean ratio seen."""
@@ -92,6 +94,10 @@ class Budget:
 
     def release(self, worst: float) -> None:
         self.held -= worst
+
+    def charge_unanswered(self, worst: float) -> None:
+        """Count a send that may have been billed without an answer at its worst case, before it is sent again."""
+        self.maybe += worst
 
     def charge(self, usage: dict, estimate: int) -> None:
         """Charge one answer's real cost and learn from its `usage` how far off `estimate` was."""

@@ -189,8 +189,14 @@ class DirectExecutor:
                 await raw.parse()  # the SDK's check that this is a Message
             except anthropic.APIError as exc:
                 job.responded = True
-                await self._failed(job, reservation, classify(exc, request_timeout(job.max_tokens)))
-                if not job.recorded:  # answered without a record (a retry to come, a 429): it billed nothing
+                failure = classify(exc, request_timeout(job.max_tokens))
+                if failure.maybe_billed:
+                    # No answer, but the API may have billed one (a dropped connection, a timeout): its worst
+                    # case counts against --max-cost now, and its sends.jsonl line stays unanswered, so the
+                    # next invocation counts it too (budget.billed_so_far), before anything is sent again.
+                    self.budget.charge_unanswered(worst)
+                await self._failed(job, reservation, failure)
+                if not job.recorded and not failure.maybe_billed:  # a refusal, a 429: it billed nothing
                     self.sends.write({"send": job.send_id, "answered": True})
                 return
             job.responded = True
@@ -361,7 +367,7 @@ class DirectExecutor:
     def _receipt(self, duration: float, not_run: int) -> dict:
         return {"run": str(self.run_dir), "mode": "direct", **self.tally.receipt(duration, not_run),
                 "cost_usd": round(self.budget.spent, 6), "max_cost_usd": self.budget.max_cost,
-                "run_spent_usd": round(self.budget.spent_before + self.budget.spent, 6),
+                "run_spent_usd": round(self.budget.spent_before + self.budget.spent + self.budget.maybe, 6),
                 "budget_left_usd": None if self.budget.left() is None else round(self.budget.left(), 6),
                 "limits": self.limiter.describe(), "concurrency": self.concurrency, "stopped": self.stopping,
                 "files": {"results": str(self.results_path)}}
