@@ -293,3 +293,21 @@ def test_an_answer_lost_on_the_way_back_counts_against_max_cost_before_it_is_sen
     receipt = run_direct(run, client_for(emu), max_cost=worst * 3)
     assert receipt["counts"]["succeeded"] == 1 and receipt["run_spent_usd"] >= worst + receipt["cost_usd"]
     assert len([e for e in read_log(log) if e["path"] == "/v1/messages"]) == 2
+
+
+def test_a_long_answer_is_streamed_and_a_short_one_is_not(bp, emulator, tmp_path):
+    # 32,000 max_tokens may take 15 minutes by the SDK's own model: sent unstreamed, an idle connection can be
+    # cut and the paid answer lost. It streams; the result record is the same Message a short call records.
+    log = tmp_path / "emu.log"
+    emu = emulator(log_path=str(log))
+    long_run = make_run(bp, tmp_path, 2, max_tokens=32_000, name="long")
+    short_run = make_run(bp, tmp_path, 2, max_tokens=100, name="short")
+    for run in (long_run, short_run):
+        assert run_direct(run, client_for(emu))["counts"]["succeeded"] == 2
+    sent = [e for e in read_log(log) if e["path"] == "/v1/messages"]
+    assert [bool(e.get("stream")) for e in sent] == [True, True, False, False]
+    long_msgs = [r["result"]["message"] for r in results(long_run)]
+    short_msgs = [r["result"]["message"] for r in results(short_run)]
+    for message in long_msgs + short_msgs:
+        assert message["type"] == "message" and message["usage"]["output_tokens"] > 0 and message["content"][0]["text"]
+    assert {m["stop_reason"] for m in long_msgs} == {m["stop_reason"] for m in short_msgs}

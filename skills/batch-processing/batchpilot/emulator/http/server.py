@@ -140,6 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
         keyed = {"request_key": response.request_key} if response.request_key else {}
         if response.scenario_step is not None:
             keyed["scenario_step"] = response.scenario_step
+        if response.content_type.startswith("text/event-stream"):
+            keyed["stream"] = True  # answered as server-sent events
         self.server.app.log.write(method=method, path=request.path, status=response.status,
                                   batch_id=response.batch_id, requests=response.requests, usage=response.usage,
                                   fault=response.fault, **keyed, ms=round((time.perf_counter() - started) * 1000, 2))

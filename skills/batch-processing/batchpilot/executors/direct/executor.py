@@ -63,6 +63,22 @@ SECONDS_PER_MAX_TOKEN = 3600.0 / 128_000
 def request_timeout(max_tokens: int) -> float:
     """Seconds to wait for one answer: never less than REQUEST_TIMEOUT, and long enough for `max_tokens`."""
     return max(REQUEST_TIMEOUT, SECONDS_PER_MAX_TOKEN * max(0, int(max_tokens)))
+
+
+def streams(params: dict) -> bool:
+    """Whether a request is sent streamed: when its answer may take over REQUEST_TIMEOUT by the SDK's own model
+    (an hour per 128,000 max_tokens), or passes the model's non-streaming output limit. The API docs advise
+    streaming (or batches) for long requests, because networks may drop a connection that sits idle while a
+    long answer is written (https://platform.claude.com/docs/en/api/errors, "Long requests"); a stream keeps it
+    busy, and its timeout applies between events, not to the whole answer. The SDK itself refuses such a
+    request unstreamed unless a timeout is given (`_calculate_nonstreaming_timeout`)."""
+    max_tokens = int(params.get("max_tokens") or 0)
+    try:
+        from anthropic._constants import MODEL_NONSTREAMING_TOKENS  # the SDK's table; private, so guarded
+    except ImportError:
+        MODEL_NONSTREAMING_TOKENS = {}
+    limit = MODEL_NONSTREAMING_TOKENS.get(str(params.get("model")))
+    return SECONDS_PER_MAX_TOKEN * max_tokens > REQUEST_TIMEOUT or bool(limit and max_tokens > limit)
 OUTAGE_AFTER = 8  # requests in a row without an answer (no connection, timeout): the API is down, stop sending
 INTERRUPT_GRACE = 10.0  # seconds in-flight requests get to finish after Ctrl-C
 PROBE_WAIT = 5.0  # longest we send one request at a time while waiting for the first response's headers
@@ -184,9 +200,7 @@ class DirectExecutor:
         required, extra = sendable(job.params)
         try:
             try:
-                raw = await self.client.messages.with_raw_response.create(
-                    **required, extra_body=extra or None, timeout=request_timeout(job.max_tokens))
-                await raw.parse()  # the SDK's check that this is a Message
+                body, headers = await self._call(required, extra, job.max_tokens)
             except anthropic.APIError as exc:
                 job.responded = True
                 failure = classify(exc, request_timeout(job.max_tokens))
@@ -200,7 +214,7 @@ class DirectExecutor:
                     self.sends.write({"send": job.send_id, "answered": True})
                 return
             job.responded = True
-            await self._succeeded(job, reservation, raw)
+            await self._succeeded(job, reservation, body, headers)
         except asyncio.CancelledError:
             if not job.responded:
                 self.limiter.settle(reservation, reservation.input_tokens, 0)
@@ -214,13 +228,32 @@ class DirectExecutor:
             self.inflight.pop(asyncio.current_task(), None)
             self.wake.set()
 
-    async def _succeeded(self, job: PendingRequest, reservation: Reservation, raw: Any) -> None:
-        body = raw.http_response.json()
+    async def _call(self, required: dict, extra: dict, max_tokens: int) -> tuple[dict, Any]:
+        """Send one request; its answer's Message as JSON and the response headers (SDK errors propagate)."""
+        import anthropic
+
+        if not streams(required):
+            raw = await self.client.messages.with_raw_response.create(
+                **required, extra_body=extra or None, timeout=request_timeout(max_tokens))
+            await raw.parse()  # the SDK's check that this is a Message
+            return raw.http_response.json(), raw.headers
+        # A long answer is streamed and assembled by the SDK; REQUEST_TIMEOUT then bounds each wait for an event.
+        async with self.client.messages.stream(**required, extra_body=extra or None, timeout=REQUEST_TIMEOUT) as stream:
+            try:
+                message = await stream.get_final_message()
+            except anthropic.APIError:
+                raise
+            except Exception as exc:  # the stream broke mid-answer: like a dropped connection, it may be billed
+                raise anthropic.APIConnectionError(message=f"the answer's stream broke: {type(exc).__name__}: {exc}",
+                                                   request=stream.response.request) from exc
+            return message.model_dump(mode="json"), stream.response.headers
+
+    async def _succeeded(self, job: PendingRequest, reservation: Reservation, body: dict, headers: Any) -> None:
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         counted_input = int(usage.get("input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0)
         # Cache reads do not count toward the input-token limit (on most models); writes do.
         self.limiter.settle(reservation, counted_input, int(usage.get("output_tokens") or 0))
-        self.limiter.observe(raw.headers)
+        self.limiter.observe(headers)
         self.budget.charge(usage, job.input_tokens)
         self.connection_failures = 0
         await self.writer.write(result_record(job.custom_id, {"type": "succeeded", "message": body}, job.attempt,
