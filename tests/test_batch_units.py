@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.executors.batch.shards import ShardBody, iter_shard_ids, limits, plan_shards
+from batchpilot.executors.batch.shards import ShardBody, edge_ids, iter_shard_ids, limits, plan_shards
 
 
 def write_requests(path: Path, n: int, pad=lambda i: "x" * (i % 13)) -> Path:
@@ -34,6 +34,7 @@ def test_shards_respect_both_limits_and_bodies_are_exact(tmp_path, n, max_reques
         assert hashlib.sha256(data).hexdigest() == s.sha256
         parsed = json.loads(data)["requests"]
         assert [r["custom_id"] for r in parsed] == list(iter_shard_ids(path, s))
+        assert edge_ids(path, s) == (parsed[0]["custom_id"], parsed[-1]["custom_id"])  # what an intent names
         ids += [r["custom_id"] for r in parsed]
         body.seek(0)
         assert b"".join(body) == data

@@ -190,6 +190,27 @@ class ShardBody(io.RawIOBase):
         super().close()
 
 
+def edge_ids(path: Path, shard: Shard) -> tuple[str, str]:
+    """The first and last custom_id of a shard (what a submit intent names), reading only those two lines."""
+    with open(path, "rb") as fh:
+        fh.seek(shard.start)
+        first = fh.readline(max(1, shard.end - shard.start))
+        # The last line ends at shard.end - 1 (its newline): find the newline before it, block by block backwards.
+        stop, pos = shard.end - 1, shard.end - 1
+        while pos > shard.start:
+            step = min(64 << 10, pos - shard.start)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                pos = pos - step + cut + 1
+                break
+            pos -= step
+        fh.seek(pos)
+        last = fh.read(stop - pos)
+    return custom_id_of(first.rstrip(b"\n")), custom_id_of(last)
+
+
 def iter_shard_ids(path: Path, shard: Shard) -> Iterator[str]:
     """The custom_ids of a shard's requests, streamed from the file."""
     for ids in _id_blocks(path, shard):

@@ -6,7 +6,7 @@ journal from which the next one knows exactly what happened and what is unknown:
 | event | fields | written |
 |---|---|---|
 | `round_planned` | round, source, requests, shards [{shard, start, end, requests, bytes, sha256}], ok_before, selected | before any create of the round |
-| `submit_intent` | round, shard, attempt, requests, bytes, sha256, at | before each create POST |
+| `submit_intent` | round, shard, attempt, requests, first_custom_id, last_custom_id, bytes, sha256, at | before each create POST |
 | `batch_created` | round, shard, batch_id, requests, created_at, expires_at, reconciled | after the create answered (or a reconcile found it) |
 | `batch_disowned` | round, shard, batch_id, reason | a reconciled batch's results carried other custom_ids: not ours, the shard is created again |
 | `create_rejected` | round, shard, status, message | after a 400/413: nothing was created, the shard is bad |

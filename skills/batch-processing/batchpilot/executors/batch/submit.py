@@ -3,7 +3,8 @@
 The create POST has no idempotency key, so a create whose answer was lost (timeout, dropped connection, 5xx,
 or this process killed between "sent" and "journaled") may or may not have made a batch. The algorithm:
 
-1. Journal `submit_intent` (round, shard, attempt, request count, body hash) — fsynced before the POST.
+1. Journal `submit_intent` (round, shard, attempt, request count, first and last custom_id, body hash, time)
+   — fsynced before the POST.
 2. POST the body, streamed from the request file (`shards.ShardBody`), with SDK retries off.
 3. On an answer: journal `batch_created`. On a definitive refusal: a 429 (rate or processing-queue limit)
    journals `create_refused` and the shard waits; a 400/413 journals `create_rejected` and stops with the
@@ -34,7 +35,7 @@ from batchpilot.core.clock import now_iso
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.executors.batch.state import BatchState, RunState, ShardState, load_state, record
 from batchpilot.core.progress import Progress
-from batchpilot.executors.batch.shards import ShardBody, limits, plan_shards
+from batchpilot.executors.batch.shards import ShardBody, edge_ids, limits, plan_shards
 from batchpilot.executors.uploads import beta_headers
 
 CLOCK_SKEW = timedelta(minutes=10)  # our clock vs the API's, when matching created_at against an intent
@@ -109,9 +110,11 @@ def _create_with_reconcile(client: Any, run_dir: Path, state: RunState, shard: S
     creator = client.with_options(max_retries=0)
     for attempt in range(MAX_CREATE_ATTEMPTS):
         number = len(shard.intents) + 1
+        first_id, last_id = edge_ids(source, shard)
         # The time bounds what a reconcile may adopt: only a batch created after this intent (less clock skew).
         intent = {"round": shard.round, "shard": shard.shard, "attempt": number, "requests": shard.requests,
-                  "bytes": shard.bytes, "sha256": shard.sha256, "at": now_iso()}
+                  "first_custom_id": first_id, "last_custom_id": last_id, "bytes": shard.bytes, "sha256": shard.sha256,
+                  "at": now_iso()}
         record(run_dir, "submit_intent", **intent)
         shard.intents.append(intent)
         body = ShardBody(source, shard)
