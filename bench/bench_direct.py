@@ -25,7 +25,9 @@ request as large as the whole bucket.
 A third comparison runs the direct executor alone on `--limiter-items` items at `--limiter-rpm` (600 at
 300 RPM by default) twice: from a full request bucket (nothing drained: a minute's burst, then the refill)
 and from a drained one, so the 429 share and utilisation from a full start stand next to the drained-start
-figures (`limiter.full`, `limiter.drained`; utilisation counts the full bucket as available at the start).
+figures (`limiter.full`, `limiter.drained`; utilisation counts the full bucket as available at the start),
+and a third time from a full bucket whose limit halves (`POST /_emulator/limits`) once two thirds of the
+items are answered (`limiter.changed`: a limit that changes mid-run).
 
 Measured from each emulator's request log: completion time, requests sent per item, 429s, and utilisation
 = units answered 200 / (the bucket's remaining at the start + limit/60 × the run's duration), the units being
@@ -181,12 +183,18 @@ def input_token_units(entry: dict) -> int:
 
 
 def measure(entries: list[dict], since: float, initial: int, per_minute: int, items: int,
-            units: Callable[[dict], int]) -> dict:
+            units: Callable[[dict], int], changes: list[dict] | None = None) -> dict:
     """Figures from the emulator's log lines of one run; the window opens when the drain left the bucket empty
-    (`since`, with `initial` units remaining). `units(entry)` is what one answer used of the binding limit."""
+    (`since`, with `initial` units remaining). `units(entry)` is what one answer used of the binding limit;
+    `changes` ({"at", "rpm"}) are limits changed mid-run, each counted from its own time on."""
     messages = [e for e in entries if e["path"] == "/v1/messages"]
     statuses = Counter(e["status"] for e in messages)
-    permitted = initial + per_minute / 60 * (log_time(messages[-1]) - since)
+    end, permitted, start, rate = log_time(messages[-1]), float(initial), since, per_minute
+    for change in changes or ():
+        # A lowered limit caps the bucket's level: what was unused above it is gone (the emulator does the same).
+        permitted += rate / 60 * (min(change["at"], end) - start)
+        start, rate = min(change["at"], end), change["rpm"]
+    permitted += rate / 60 * (end - start)
     used = sum(units(e) for e in messages if e["status"] == 200)
     return {"requests_sent": len(messages), "requests_per_item": round(len(messages) / items, 3),
             "http_429": statuses.get(429, 0), "share_429": round(statuses.get(429, 0) / len(messages), 4),
@@ -194,9 +202,36 @@ def measure(entries: list[dict], since: float, initial: int, per_minute: int, it
             "units_used": used, "utilisation": round(used / permitted, 4)}
 
 
-def bench(name: str, items: int, binding: str, limit: int, full: bool = False) -> dict:
+def change_limit_midway(url: str, log: Path, after: int, rpm: int, changes: list[dict]) -> threading.Thread:
+    """Once `after` answers are in the log, lower the emulator's request limit to `rpm` (POST /_emulator/limits),
+    as an account whose limit changes mid-run; the change's log time and new limit go into `changes`."""
+
+    def watch() -> None:
+        while True:
+            try:
+                answered = log.read_text().count('"status":200')
+            except OSError:
+                answered = 0
+            if answered >= after:
+                break
+            time.sleep(0.05)
+        parsed = urlparse(url)
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+        conn.request("POST", "/_emulator/limits", json.dumps({"requests_per_minute": rpm}),
+                     {"content-type": "application/json"})
+        conn.getresponse().read()
+        changes.append({"at": time.time(), "rpm": rpm})
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def bench(name: str, items: int, binding: str, limit: int, full: bool = False, lower_to: int | None = None) -> dict:
     """One executor (`direct` or `naive`) over `items` items with `binding` ("requests" or "input_tokens") at
-    `limit` per minute; `full`: the bucket is left full at the start (a fresh account) instead of drained."""
+    `limit` per minute; `full`: the bucket is left full at the start (a fresh account) instead of drained;
+    `lower_to`: the request limit drops to this once two thirds of the items are answered (a limit changed
+    mid-run; utilisation then counts each limit for its own part of the run)."""
     with tempfile.TemporaryDirectory(prefix="bench-direct-") as tmp:
         workdir = Path(tmp)
         run = prepare(workdir, items, pad=TOKEN_PAD if binding == "input_tokens" else 0)
@@ -215,14 +250,19 @@ def bench(name: str, items: int, binding: str, limit: int, full: bool = False) -
                 drained = [json.loads(line) for line in log.read_text().splitlines()]
                 since = log_time(drained[-1])
             skip = len(drained)
+            changes: list[dict] = []
+            watcher = change_limit_midway(url, log, skip + items * 2 // 3, lower_to, changes) if lower_to else None
             started = time.perf_counter()
             outcome = (run_ours if name == "direct" else run_naive)(run, url)
             seconds = time.perf_counter() - started
+            if watcher is not None:
+                watcher.join(timeout=5)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
         entries = [json.loads(line) for line in log.read_text().splitlines()[skip:]]
-        figures = measure(entries, since, initial, limit, items, request_units if binding == "requests" else input_token_units)
+        figures = measure(entries, since, initial, limit, items, request_units if binding == "requests" else input_token_units,
+                          changes)
         return {"seconds": round(seconds, 2), "all_succeeded": outcome["succeeded"] == items, **outcome, **figures,
                 "ideal_seconds": round(max(0, figures["units_used"] - initial) / (limit / 60), 1)}
 
@@ -259,6 +299,10 @@ def main() -> None:
                                   "concurrency": CONCURRENCY}}
     limiter["full"] = bench("direct", args.limiter_items, "requests", args.limiter_rpm, full=True)
     limiter["drained"] = bench("direct", args.limiter_items, "requests", args.limiter_rpm)
+    # A limit that changes mid-run: from a full bucket, the request limit halves once two thirds are answered.
+    limiter["changed"] = bench("direct", args.limiter_items, "requests", args.limiter_rpm, full=True,
+                               lower_to=max(1, args.limiter_rpm // 2))
+    limiter["changed"]["lowered_to_rpm"] = max(1, args.limiter_rpm // 2)
     report["limiter"] = limiter
     print(json.dumps(report, indent=2))
 

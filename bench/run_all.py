@@ -142,12 +142,22 @@ def limiter_rows(d: dict) -> list[dict]:
     share = row("direct", f"429 share from a full bucket ({scale})", full["share_429"], "share", base,
                 drained["share_429"], f"value ≤ {FULL_START_429_TARGET}")
     share["pass"] = full["share_429"] <= FULL_START_429_TARGET  # judged on the value: the baseline may be 0
-    return [
+    rows = [
         share,
         row("direct", f"utilisation from a full bucket ({scale})", full["utilisation"], "share", base,
             drained["utilisation"], f"value ≥ {FULL_START_UTILISATION_TARGET}",
             lambda _r, v=full["utilisation"]: v >= FULL_START_UTILISATION_TARGET),
     ]
+    changed = d.get("changed")
+    if changed:
+        change = f"{scale}, halved to {changed['lowered_to_rpm']} RPM at two thirds"
+        moved = row("direct", f"429 share through a limit change ({change})", changed["share_429"], "share",
+                    "the same run from a full bucket, limit unchanged", full["share_429"],
+                    f"value ≤ {FULL_START_429_TARGET}")
+        moved["pass"] = changed["share_429"] <= FULL_START_429_TARGET
+        rows += [moved, row("direct", f"utilisation through a limit change ({change})", changed["utilisation"], "share",
+                            "the same run from a full bucket, limit unchanged", full["utilisation"])]
+    return rows
 
 
 def batch_rows(d: dict) -> list[dict]:

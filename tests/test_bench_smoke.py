@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUN_ALL = ROOT / "bench" / "run_all.py"
 # Rows each benchmark contributes to the table.
-EXPECTED_ROWS = {"startup": 5, "direct": 8, "batch": 4, "merge": 4, "agents": 3, "cost": 15, "emulator": 1, "media": 3,
+EXPECTED_ROWS = {"startup": 5, "direct": 10, "batch": 4, "merge": 4, "agents": 3, "cost": 15, "emulator": 1, "media": 3,
                  "memory": 4, "estimates": 4}
 
 
