@@ -264,3 +264,27 @@ def test_emulator_killed_mid_run_exits_1_and_the_rerun_finishes(tmp_path):
         back.wait()
     assert again.returncode == 0, again.stderr[-3000:]
     assert {m["status"] for m in merged(run).values()} == {"ok"} and len(merged(run)) == items
+
+
+def test_a_run_json_whose_fingerprint_was_edited_is_not_taken_for_this_job(bp, api, tmp_path):
+    # Two jobs (the same items, different --max-tokens) ran and finished. Someone hand-edits the newer run's
+    # job_fingerprint to the older job's: typing the older job again must not report the other job's results
+    # as its own (the fingerprint no longer matches the run's own inputs), and must not buy anything again.
+    api()
+    write_items(Path("items.jsonl"), ITEMS)
+    job = ("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "batch")
+    first = bp(*job)
+    other = bp(*job, "--max-tokens", "999")
+    assert first.code == 0 and other.code == 0, first.stderr + other.stderr
+    mine, theirs = Path(json.loads(first.stdout)["run"]), Path(json.loads(other.stdout)["run"])
+    manifest = json.loads((theirs / "run.json").read_text())
+    manifest["job_fingerprint"] = json.loads((mine / "run.json").read_text())["job_fingerprint"]
+    (theirs / "run.json").write_text(json.dumps(manifest))
+    again = bp(*job)
+    assert again.code == 0, again.stderr
+    assert json.loads(again.stdout)["run"] == str(mine) and json.loads(again.stdout)["finished"] is True
+    assert len(creates(log_lines(tmp_path))) == 2
+    # The edited run is still its own job's: typed again, that job is reported, not bought again.
+    theirs_again = bp(*job, "--max-tokens", "999")
+    assert theirs_again.code == 0 and json.loads(theirs_again.stdout)["run"] == str(theirs)
+    assert len(creates(log_lines(tmp_path))) == 2

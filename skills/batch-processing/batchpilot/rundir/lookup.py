@@ -1,8 +1,8 @@
 """Finding the run of a job: what lets `run` without `--run` resume instead of paying again.
 
-A job is identified by its *job fingerprint*, `run.json`'s `job_fingerprint`: a hash of the run's
-`inputs_hash` (template content, variables, model, options and every item) and its `mode`. `run` without
-`--run` looks under `.batchpilot/runs/` for the newest run with the same fingerprint (`find_run`), holding
+A job is identified by its *job fingerprint* (stored as `run.json`'s `job_fingerprint`, but always
+recomputed when matching): a hash of the run's `inputs_hash` (template content, variables, model, options
+and every item) and its `mode`. `run` without `--run` looks under `.batchpilot/runs/` for the newest run with the same fingerprint (`find_run`), holding
 the project lock (`rundir.lock.project_lock`) so two `run`s typed at once cannot both create one. A run is
 *finished* when its journal's last event is `merged`: its results were merged after the last thing that
 changed them (`is_finished`).
@@ -24,12 +24,12 @@ def job_fingerprint(inputs_hash: str, mode: str | None) -> str:
 
 
 def manifest_fingerprint(manifest: dict) -> str | None:
-    """A run.json's job fingerprint (computed for runs prepared before it was stored)."""
-    if manifest.get("job_fingerprint"):
-        return str(manifest["job_fingerprint"])
-    if manifest.get("inputs_hash"):
-        return job_fingerprint(str(manifest["inputs_hash"]), manifest.get("mode"))
-    return None
+    """A run.json's job fingerprint, always computed from its own inputs hash and mode: a stored
+    `job_fingerprint` is only a copy, and one hand-edited (or copied from another run) must not make this run
+    pass for another job, whose results it would then report or whose items it would be resumed with."""
+    if not manifest.get("inputs_hash"):
+        return None
+    return job_fingerprint(str(manifest["inputs_hash"]), manifest.get("mode"))
 
 
 def find_run(runs_home: Path, fingerprint: str) -> Path | None:
