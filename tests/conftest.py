@@ -8,14 +8,17 @@ CLI in-process or start an emulator.
 * `emulator(**config)`: starts an in-process emulator with those `EmulatorConfig` fields and returns it
   (`.base_url`); stopped at the end of the test.
 * `SKILL_DIR`, `SAMPLES`, `tool_path(name)`.
+* `command(*words)`: a suggested command as receipts print it (the shim's absolute path; `Path` words absolute).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SKILL_DIR = ROOT / "skills" / "batch-processing"
 SAMPLES = SKILL_DIR / "samples" / "python-app"
 SHIM = SKILL_DIR / "scripts" / "batchpilot"
+
+# Bytecode of this run (and of every subprocess it starts) goes under .pycache/, never into the skill folder:
+# a plugin or skill install from this checkout copies that folder (tests/test_install.py measures it).
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / ".pycache"))
+sys.pycache_prefix = sys.pycache_prefix or os.environ["PYTHONPYCACHEPREFIX"]
+
+
+def command(*words: str | Path) -> str:
+    """A suggested command as receipts print it: runnable from any directory, as the shim's absolute path."""
+    return " ".join([shlex.quote(str(SHIM)), *(shlex.quote(str(w.absolute() if isinstance(w, Path) else w)) for w in words)])
 
 
 def closed_port() -> int:

@@ -15,7 +15,7 @@ from batchpilot.cli.main import format_receipt
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.results.merge import merge_run
 from batchpilot.executors.prompts import REPLY_DONE, RETRY_MARK
-from conftest import SAMPLES
+from conftest import SAMPLES, command
 
 SCHEMA = {
     "type": "object",
@@ -70,7 +70,7 @@ def test_fanout_prompt_files_are_self_contained(bp, tmp_path):
     assert (receipt["wave"], receipt["waves"], receipt["waves_after_this"]) == (1, 3, 2)
     assert receipt["model"] == "haiku"  # the template's subagent_model
     assert [t["id"] for t in receipt["tasks"]] == [f"rec-{i:05d}" for i in range(10)]
-    assert receipt["next"] == f"batchpilot collect {run}"
+    assert receipt["next"] == command("collect", run)
     task = receipt["tasks"][0]
     assert set(task) == {"id", "description", "prompt"} and "\n" not in task["prompt"]
     prompt_file = run / "prompts" / "rec-00000.md"
@@ -158,7 +158,7 @@ def test_collect_lists_exactly_the_bad_items_and_is_idempotent(bp, tmp_path):
     retry = [t["id"] for t in first["tasks"]]
     assert set(retry) == bad_json | bad_schema | missing and len(retry) == 50
     assert set(retry[:40]) == bad_json | bad_schema  # rejected ones first, then missing
-    assert first["waves_remaining"] == 1 and first["next"] == f"batchpilot collect {run}"
+    assert first["waves_remaining"] == 1 and first["next"] == command("collect", run)
     some_bad = sorted(bad_schema)[0]
     assert RETRY_MARK.strip() in (run / "prompts" / f"{some_bad}.md").read_text()
     assert "does not match the schema" in (run / "prompts" / f"{some_bad}.md").read_text()
@@ -177,7 +177,7 @@ def test_collect_lists_exactly_the_bad_items_and_is_idempotent(bp, tmp_path):
         write(run, cid, VALID)
     done = collect_run(run, wave_size=100)
     assert done["recorded"] == 50 and done["counts"]["succeeded"] == 500 and done["tasks"] == []
-    assert done["pending"] == 0 and done["next"] == f"batchpilot merge {run}"
+    assert done["pending"] == 0 and done["next"] == command("merge", run)
     fixed = (run / "prompts" / f"{some_bad}.md").read_text()
     assert fixed.count(RETRY_MARK.strip()) == 1  # the note stays until a new fanout; it never piles up
     assert merge_run(run)["counts"]["ok"] == 500

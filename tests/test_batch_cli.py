@@ -6,10 +6,12 @@ Everything is measured from the emulator's request log (the server's view), not 
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import command
 
 FAST = {"BATCHPILOT_POLL_MIN": "0.02", "BATCHPILOT_POLL_MAX": "0.1", "BATCHPILOT_BATCH_RPM": "1000000"}
 
@@ -62,7 +64,7 @@ def test_submit_status_fetch_merge_one_create_per_shard(bp, api, monkeypatch):
     r = bp("submit", run)
     assert r.code == 0, r.stderr
     assert len(r.receipt["created"]) == 3 and r.receipt["pending_shards"] == 0
-    assert r.receipt["next"] == f"batchpilot status {run} --wait"
+    assert r.receipt["next"] == command("status", Path(run), "--wait")
     again = bp("submit", run)  # nothing pending: no new create
     assert again.code == 0 and again.receipt["created"] == []
     r = bp("status", run, "--wait")
@@ -234,19 +236,21 @@ def test_emulate_persists_across_processes(bp):
     run = prepare(bp, 5)
     r = bp("submit", run, "--emulate")
     assert r.code == 0, r.stderr
-    assert r.receipt["next"].endswith("--emulate")
-    r = bp("status", run, "--wait", "--emulate")
+    # The run remembers it is emulated: the suggested commands need no --emulate, and work without it.
+    assert r.receipt["emulated"] is True and "--emulate" not in r.receipt["next"]
+    r = bp("status", run, "--wait")
     assert r.code == 0, r.stderr
     assert r.receipt["counts"]["succeeded"] == 5
-    r = bp("fetch", run, "--emulate")
+    r = bp("fetch", run, "--emulate")  # a redundant --emulate is accepted
     assert r.code == 0 and r.receipt["counts"] == {"succeeded": 5}
     assert (run / "emulator" / "state.json").exists()
 
 
-def test_without_key_api_commands_point_at_emulate(bp):
+def test_without_key_api_commands_point_at_the_keyless_modes(bp):
     run = prepare(bp, 2)
     r = bp("submit", run)
-    assert r.code == 1 and "--emulate" in r.stderr
+    assert r.code == 1 and "ANTHROPIC_API_KEY" in r.stderr and "agents or headless" in r.stderr
+    assert "placeholder" in r.stderr  # --emulate is named as a rehearsal, never as the way to get results
 
 
 def test_retry_only_invalid_needs_a_submitted_batch_run(bp):
@@ -255,19 +259,24 @@ def test_retry_only_invalid_needs_a_submitted_batch_run(bp):
     assert r.code == 1 and "has not been submitted yet" in r.stderr and "--mode direct" in r.stderr
 
 
-def test_status_with_the_api_unreachable_is_an_error_not_stale_counts(bp, monkeypatch):
+def test_status_with_the_api_unreachable_is_an_error_not_stale_counts(bp, monkeypatch, emulator):
+    api = emulator(batch_speed=0.001)  # plays the API; its batches stay open
+    closed = os.environ["ANTHROPIC_BASE_URL"]  # a closed port (conftest)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.base_url)
     run = prepare(bp, 3)
-    assert bp("submit", run, "--emulate").code == 0
+    assert bp("submit", run).code == 0
     before = (run / "journal.jsonl").read_bytes()
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")  # no --emulate: the base URL is a closed port (conftest)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", closed)
     monkeypatch.setenv("BATCHPILOT_POLL_MIN", "0.01")
     monkeypatch.setenv("BATCHPILOT_POLL_MAX", "0.02")
     for args in ((), ("--wait",)):
         r = bp("status", run, *args)
         assert r.code == 1, (args, r.stdout)
         assert "Error: cannot reach the API" in r.stderr and "Hint:" in r.stderr
-    assert (run / "journal.jsonl").read_bytes() == before  # nothing recorded; the run resumes with --emulate
-    assert bp("status", run, "--wait", "--emulate").code == 0
+    assert (run / "journal.jsonl").read_bytes() == before  # nothing recorded; the run resumes once the API answers
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.base_url)
+    assert bp("status", run).code == 0
 
 
 def test_status_of_an_ended_run_answers_from_the_journal_without_the_api(bp):

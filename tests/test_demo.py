@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from conftest import command
 
 
 def _time(stamp: str) -> float:
@@ -20,7 +21,7 @@ def test_demo_runs_offline_end_to_end(bp, monkeypatch):
     assert r.code == 0, r.stderr
     receipt = r.receipt
     run = Path(receipt["run"])
-    assert run.parent == Path(".batchpilot/runs") and run.name.endswith("-demo")
+    assert run.parent == Path(".batchpilot/runs").absolute() and run.name.endswith("-demo")
     assert receipt["items"] == 8 and receipt["counts"]["ok"] == 8
     assert receipt["rounds"] == 2  # the injected faults make one retry round
     assert Path(receipt["report"]).exists() and (run / "report.md").exists()
@@ -41,6 +42,6 @@ def test_demo_runs_offline_end_to_end(bp, monkeypatch):
 def test_demo_into_a_given_run_dir_and_again(bp, tmp_path):
     r = bp("demo", "--run", "rehearsal")
     assert r.code == 0, r.stderr
-    assert r.receipt["run"] == "rehearsal"
+    assert r.receipt["run"] == str(Path("rehearsal").absolute())
     again = bp("demo", "--run", "rehearsal")  # the same inputs: resumes, creates nothing new
     assert again.code == 0 and again.receipt["batches"] == r.receipt["batches"]

@@ -15,6 +15,7 @@ import pytest
 
 from batchpilot.emulator.behaviour.scenario import Step
 from test_direct_support import Tap, make_run
+from conftest import command
 
 
 def results(run: Path) -> list[dict]:
@@ -43,7 +44,7 @@ def test_direct_with_emulate_writes_result_records_and_resumes_as_a_no_op(bp, tm
     assert receipt["counts"] == {"succeeded": 12, "errored": {}, "skipped_already_done": 0, "not_run": 0}
     assert receipt["requests_sent"] == 12 and receipt["rate_limited_429"] == 0 and receipt["stopped"] is None
     assert receipt["tokens"]["input"] > 0 and receipt["tokens"]["output"] > 0 and receipt["cost_usd"] > 0
-    assert receipt["next"] == f"batchpilot merge {run}"
+    assert receipt["next"] == command("merge", Path(run))
     records = results(run)
     assert len(records) == 12
     first = records[0]
@@ -81,7 +82,7 @@ def test_an_account_level_error_stops_the_run(bp, emulator, monkeypatch, tmp_pat
     result = bp("direct", run, "--concurrency", "4")
     assert result.code == 1
     assert "Error: the API refused the account (400 invalid_request_error: Your credit balance is too low" in result.stderr
-    assert "Hint: check the account's credits" in result.stderr and f"batchpilot direct {run}" in result.stderr
+    assert "Hint: check the account's credits" in result.stderr and command("direct", Path(run)) in result.stderr
     assert result.receipt is None
     sent = sum(tap.sent_ids().values())
     assert sent <= 5 + 1 + 4  # what was before it, itself, and at most the requests already in flight
@@ -108,7 +109,7 @@ def test_max_cost_stop_suggests_resuming(bp, tmp_path):
     assert result.code == 0, result.stderr
     receipt = result.receipt
     assert receipt["stopped"] == "max_cost" and receipt["cost_usd"] <= 0.0005 and receipt["counts"]["not_run"] > 0
-    assert receipt["next"] == f"batchpilot direct {run} --emulate"
+    assert receipt["next"] == command("direct", Path(run))  # the run remembers it is emulated
     assert "Warning: stopped before exceeding --max-cost" in result.stderr
 
 
@@ -194,8 +195,8 @@ def test_ctrl_c_records_in_flight_requests_and_says_how_to_resume(bp, emulator, 
     assert proc.returncode == 130, err
     receipt = json.loads(out)
     assert receipt["stopped"] == "interrupted" and receipt["abandoned_in_flight"] == 0
-    assert receipt["next"] == f"batchpilot direct {run}"
-    assert "interrupted" in err and "resume with `batchpilot direct" in err
+    assert receipt["next"] == command("direct", Path(run))
+    assert "interrupted" in err and f"resume with `{command('direct')}" in err
     # Everything the server answered was recorded: nothing sent is lost, nothing more was sent.
     answered = tap.successes()
     assert set(answered) == succeeded_ids(run) and receipt["counts"]["succeeded"] == len(answered)

@@ -14,6 +14,7 @@ import pytest
 
 from batchpilot.core.files import append_jsonl, iter_jsonl
 from batchpilot.results.merge import STATUSES, merge_run
+from conftest import command
 
 CASES_FILE = Path(__file__).parent / "merge_cases" / "cases.json"
 TEMPLATE = Path(__file__).parent / "merge_cases" / "template"
@@ -263,21 +264,21 @@ def test_merge_cli_receipt_and_next(bp, tmp_path):
     result = bp("merge", run, "--format", "csv")
     assert result.code == 0, result.stderr
     receipt = result.receipt
-    assert receipt["command"] == "merge" and receipt["run"] == str(run)
+    assert receipt["command"] == "merge" and receipt["run"] == str(Path(run).absolute())
     assert receipt["counts"] == {"ok": 1, "invalid": 0, "errored": 0, "expired": 0, "canceled": 0, "missing": 1}
     assert receipt["unknown_results"] == 1
     assert Path(receipt["files"]["merged.csv"]).exists()
     from batchpilot.cli.main import COMMANDS
 
     expected = "retry" if "retry" in COMMANDS else "report"
-    assert receipt["next"] == f"batchpilot {expected} {run}"
+    assert receipt["next"] == command(expected, Path(run))
     assert "1 result record(s) name items that are not in this run" in result.stderr
 
 
 def test_next_is_report_when_all_ok(bp, tmp_path):
     run = prepare_run(tmp_path, "json_schema", ["a"])
     append_jsonl(run / "results.jsonl", [{"custom_id": "a", "attempt": 1, "result": {"type": "succeeded", "output": VALID}}])
-    assert bp("merge", run).receipt["next"] == f"batchpilot report {run}"
+    assert bp("merge", run).receipt["next"] == command("report", Path(run))
 
 
 def test_no_results_yet_means_every_item_is_missing(tmp_path):

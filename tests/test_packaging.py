@@ -58,18 +58,19 @@ def validate_plugin(target: str, cwd: Path, home: Path) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("target", [".", ".claude-plugin/plugin.json"])
+@pytest.mark.parametrize("target", [".", "plugin", "plugin/.claude-plugin/plugin.json"])
 def test_claude_plugin_validate_strict_passes(target, tmp_path):
     done = validate_plugin(target, ROOT, tmp_path / "home")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Validation passed" in done.stdout
 
 
-@pytest.mark.parametrize("target", [".", ".claude-plugin/plugin.json"])
+@pytest.mark.parametrize("target", ["plugin", "plugin/.claude-plugin/plugin.json"])
 def test_claude_plugin_validate_rejects_a_broken_manifest(target, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / ".claude-plugin", repo / ".claude-plugin")
-    manifest = repo / ".claude-plugin" / "plugin.json"
+    shutil.copytree(ROOT / "plugin" / ".claude-plugin", repo / "plugin" / ".claude-plugin")
+    manifest = repo / "plugin" / ".claude-plugin" / "plugin.json"
     data = json.loads(manifest.read_text())
     data["name"] = "Batch Processing"  # not kebab-case
     manifest.write_text(json.dumps(data))
@@ -79,12 +80,15 @@ def test_claude_plugin_validate_rejects_a_broken_manifest(target, tmp_path):
 
 
 def test_manifests_agree_on_the_name_and_source():
-    plugin = json.loads((ROOT / ".claude-plugin" / "plugin.json").read_text())
+    plugin = json.loads((ROOT / "plugin" / ".claude-plugin" / "plugin.json").read_text())
     market = json.loads((ROOT / ".claude-plugin" / "marketplace.json").read_text())
     assert plugin["name"] == SKILL_NAME == SKILL_DIR.name
     [entry] = market["plugins"]
     assert entry["name"] == plugin["name"]
-    assert entry["source"] == "./"
+    # The plugin is its own folder, so an install copies no tests, benchmarks or virtualenvs (test_install.py);
+    # its skill is a link to the one skill folder.
+    assert entry["source"] == "./plugin"
+    assert (ROOT / "plugin" / "skills" / SKILL_NAME).resolve() == SKILL_DIR
     # `/plugin install batch-processing@batch-processing` (README) names the plugin @ the marketplace.
     assert market["name"] == SKILL_NAME
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import SAMPLES
+from conftest import SAMPLES, command
 
 SAMPLE_GLOB = str(SAMPLES / "*.py")
 
@@ -26,11 +26,12 @@ def test_plan_reports_tokens_costs_per_mode_and_a_recommendation(bp):
     assert modes["agents"]["cost_usd"] is None and "plan" in modes["agents"]["note"]
     assert p["prices"]["as_of"]
     assert p["recommended"]["mode"] == "agents"  # 8 items: a handful
-    assert p["next"].startswith("batchpilot prepare")
+    assert p["next"].startswith(command("prepare"))  # runnable from any directory: the shim, absolute
     assert not list(Path(".").iterdir())  # plan writes nothing
 
 
-def test_plan_recommendations_follow_the_decision_table(bp, tmp_path):
+def test_plan_recommendations_follow_the_decision_table(bp, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")  # with a key every mode can run (without one: test_claude_code.py)
     data = tmp_path / "tickets.jsonl"
     data.write_text("".join(json.dumps({"id": n, "text": f"ticket {n}"}) + "\n" for n in range(50)))
     base = ("plan", "--template", "code-review", "--items", str(data))
@@ -57,7 +58,7 @@ def test_prepare_writes_the_run_directory(bp):
     r = bp("prepare", "--template", "code-review", "--items", SAMPLE_GLOB, "--run", "runs/one")
     assert r.code == 0, r.stderr
     run = Path("runs/one")
-    assert r.receipt["run"] == "runs/one" and r.receipt["items"] == 8 and r.receipt["unchanged"] is False
+    assert r.receipt["run"] == str(run.absolute()) and r.receipt["items"] == 8 and r.receipt["unchanged"] is False
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["item_count"] == 8 and manifest["template"]["name"] == "code-review"
     assert manifest["template"]["hash"].startswith("sha256:") and manifest["format_version"] == 1
@@ -74,7 +75,7 @@ def test_prepare_writes_the_run_directory(bp):
 def test_prepare_default_run_directory(bp):
     r = bp("prepare", "--template", "code-review", "--items", SAMPLE_GLOB)
     run = Path(r.receipt["run"])
-    assert run.parent == Path(".batchpilot/runs") and run.name.endswith("-code-review")
+    assert run.parent == Path(".batchpilot/runs").absolute() and run.name.endswith("-code-review")
 
 
 def test_reprepare_identical_is_a_no_op_and_different_is_refused(bp):

@@ -144,6 +144,10 @@ def test_report_files_and_markdown(report_run):
         assert heading in md
     assert "| ok | 5 |" in md and "| critical | 1 |" in md and "saved by batch" in md
     assert "<script>" not in md and "<img" not in md  # hostile text is escaped in Markdown too
+    top = md.split("### Top findings (6 of 6)", 1)[1].split("\n## ", 1)[0]
+    assert [line.split(" | ")[1] for line in top.strip().splitlines()[2:]] == ["critical", "high", "high", "medium", "low", "info"]
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d", md) and "UTC" in md  # readable times: no microseconds
+    assert "Emulated" not in md and "calls itself" not in md and "this report with" not in md
     summary = json.loads((run / "summary.json").read_text())
     assert summary["counts"] == {"ok": 5, "invalid": 1, "errored": 1, "expired": 0, "canceled": 0, "missing": 1}
 
@@ -168,6 +172,8 @@ def test_html_renders_tables_in_chromium(report_run, tmp_path):
     assert dom.body.get("data-rendered") == "yes"  # the page's script ran
     assert [r[0] for r in dom.rows["items-table"]] == ["alpha", "beta", "gamma", "delta", "hostile", "broken", "overload", "nothing"]
     assert len(dom.rows["findings-table"]) == 6
+    # Unsorted by the reader, findings come most severe first (then file, then line), not in item order.
+    assert [r[4] for r in dom.rows["findings-table"]] == ["critical", "high", "high", "medium", "low", "info"]
     assert dom.title == TITLE
 
 
@@ -184,8 +190,10 @@ def test_html_sorts_findings_from_the_fragment(report_run, tmp_path, fragment, c
 
 def test_html_filters_from_the_fragment(report_run, tmp_path):
     run, _ = report_run
-    dom = Tables(browse(run / "report.html", tmp_path, "#status=invalid&q=broken"))
+    page = browse(run / "report.html", tmp_path, "#status=invalid&q=broken")
+    dom = Tables(page)
     assert [r[0] for r in dom.rows["items-table"]] == ["broken"]
+    assert "filtered by the link: status=invalid" in page  # a filter set by the link is shown, not hidden
 
 
 def test_hostile_output_executes_nothing(report_run, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import require_tool
+from conftest import require_tool, command
 from test_headless import sandbox
 
 
@@ -37,7 +37,7 @@ def test_run_agents_prints_the_first_wave(bp):
     r = bp("run", "-t", "code-review", "-i", items(12), "--mode", "agents", "--run", "job")
     assert r.code == 0, r.stderr
     assert r.receipt["mode"] == "agents" and len(r.receipt["tasks"]) == 10
-    assert r.receipt["next"].startswith("batchpilot collect")
+    assert r.receipt["next"].startswith(command("collect"))
     assert len(list(Path("job/prompts").glob("*.md"))) == 12
 
 
@@ -71,12 +71,16 @@ def test_run_headless_emulated_with_the_real_claude_cli(tmp_path):
     assert receipt["headless"]["counts"]["succeeded"] == 3
 
 
-def test_run_direct_with_nothing_listening_is_an_error_and_stays_resumable(bp, monkeypatch):
+def test_run_direct_with_nothing_listening_is_an_error_and_stays_resumable(bp, monkeypatch, emulator):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")  # ANTHROPIC_BASE_URL points at a closed port (conftest)
     r = bp("run", "-t", "code-review", "-i", items(3), "--mode", "direct", "--run", "job")
     assert r.code == 1 and "cannot reach the API" in r.stderr and "Hint:" in r.stderr
+    # Nothing reached the API, so an explicit --emulate may still turn the run into a rehearsal ...
     again = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "direct", "--emulate", "--run", "job")
-    assert again.code == 0 and again.receipt["counts"]["ok"] == 3
+    assert again.code == 0 and again.receipt["counts"]["ok"] == 3 and again.receipt["emulated"] is True
+    # ... which it then stays: the API never replaces the emulator.
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator().base_url)
+    assert bp("retry", "job").receipt["emulated"] is True
 
 
 def test_run_auto_with_emulate_rehearses_an_api_mode_even_for_a_handful(bp):

@@ -29,6 +29,8 @@ from conftest import ROOT, SAMPLES, SKILL_DIR, require_tool
 from test_headless import sandbox
 
 START = "E2E-START"
+PLUGIN_DIR = ROOT / "plugin"  # the plugin as installed: its skill is reached through the plugin folder
+PLUGIN_SKILL = PLUGIN_DIR / "skills" / "batch-processing"
 IDS = ("cart-py", "jobs-py")
 OUTPUT = {"summary": "Reviewed by a scripted subagent.", "findings": []}
 SUBAGENT_STEPS = 3  # read the prompt file, write the output file, answer done(cid)
@@ -47,7 +49,7 @@ def skill_description() -> str:
 
 
 def scenario(run: Path) -> list[dict]:
-    tool = f'"{SKILL_DIR}/scripts/batchpilot"'
+    tool = f'"{PLUGIN_SKILL}/scripts/batchpilot"'
     steps: list[dict] = []
     for cid in IDS:  # the subagents' steps come first (SUBAGENT_STEPS per task): their conversations never contain START
         follow = f"Follow {run / 'prompts' / (cid + '.md')}"
@@ -69,7 +71,7 @@ def scenario(run: Path) -> list[dict]:
 
     def agent(cid: str) -> dict:
         return {"name": "Agent", "input": {"description": cid, "prompt": f"Follow {run / 'prompts' / (cid + '.md')}",
-                                           "subagent_type": "general-purpose", "model": "sonnet"}}
+                                           "subagent_type": "batch-processing:batch-item", "model": "sonnet"}}
 
     description = skill_description()[:120]
     steps += [
@@ -79,11 +81,14 @@ def scenario(run: Path) -> list[dict]:
         # (b) the body came back with the script path resolved; (c) run SKILL.md's agents-mode command
         main(tool, bash(f"{tool} run --template code-review --items 'src/*.py' --mode agents --run .batchpilot/runs/e2e")),
         # (d) the wave's tasks, exactly as run printed them, all in one message (step WAVE_STEP) ...
-        main('"command": "run"', {"text": "Starting wave 1.", "tool_uses": [agent(cid) for cid in IDS]}),
+        # (the receipt names the plugin's worker agent as subagent_type: the Agent calls use it)
+        main(['"command": "run"', '"subagent_type": "batch-processing:batch-item"'],
+             {"text": "Starting wave 1.", "tool_uses": [agent(cid) for cid in IDS]}),
         # ... and every subagent's result back in one user turn
         main([done(cid) for cid in IDS], bash(f"{tool} collect .batchpilot/runs/e2e")),
         # (e) collect said all done: merge
-        main('"next": "batchpilot merge', bash(f"{tool} merge .batchpilot/runs/e2e")),
+        # (its `next` repeats the shim's path as the model ran it, through the plugin's folder)
+        main(f'"next": "{PLUGIN_SKILL}/scripts/batchpilot merge', bash(f"{tool} merge .batchpilot/runs/e2e")),
         main('"command": "merge"', {"text": "E2E-FINISHED"}),
         {"when": {}, "reply": {"text": "E2E-STUCK"}},
     ]
@@ -105,7 +110,7 @@ def test_agents_mode_through_the_real_claude_code(tmp_path):
     body = (f'export PATH="{Path(sys.executable).parent}:$PATH"\n'
             f'cd "{project}"\n'
             f'"{claude}" -p "{START} review the Python files in src/ with the batch-processing skill, agents mode" '
-            f'--plugin-dir "{ROOT}" --output-format json --allowedTools Bash Read Write Agent Skill '
+            f'--plugin-dir "{PLUGIN_DIR}" --output-format json --allowedTools Bash Read Write Agent Skill '
             f'--max-turns 20 > "$WORK/claude.json"')
     proc = sandbox(tmp_path, body, scenario(run), timeout=150)
     result = (tmp_path / "claude.json").read_text() if (tmp_path / "claude.json").exists() else ""

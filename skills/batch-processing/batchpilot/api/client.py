@@ -37,8 +37,8 @@ def require_key() -> str:
     if not key:
         raise BatchpilotError(
             f"{API_KEY_ENV} is not set",
-            f"export {API_KEY_ENV}=... to use the real API, or add --emulate to rehearse the job against the "
-            "local emulator for free",
+            f"export {API_KEY_ENV}=... to use the real API, or run the job in agents or headless mode, which need no "
+            "key (`plan` says which); --emulate only rehearses it, with placeholder results",
         )
     return key
 

@@ -81,7 +81,7 @@ def cancel(ctx: click.Context, run_dir: Path, emulate: bool) -> None:
 
 @click.command()
 @emulate_option
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), default=None,
               help="With --emulate: list the batches of this run's emulator.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many (newest first).")
 def batches(emulate: bool, run_dir: Path | None, limit: int) -> None:

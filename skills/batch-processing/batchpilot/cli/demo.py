@@ -16,7 +16,7 @@ from batchpilot.core.progress import Progress
 
 
 @click.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), default=None,
               help="Run directory (default: .batchpilot/runs/<timestamp>-demo).")
 @click.pass_context
 def demo(ctx: click.Context, run_dir: Path | None) -> None:

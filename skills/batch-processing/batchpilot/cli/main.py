@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "headless": ("batchpilot.cli.headless", "headless", "Headless mode: run the items through `claude -p` subprocesses."),
     "merge": ("batchpilot.cli.merge", "merge", "Merge results into one validated table in input order."),
     "report": ("batchpilot.cli.merge", "report", "Write report.md and a self-contained report.html."),
+    "runs": ("batchpilot.cli.runs", "runs", "List this project's runs, their state and the next command."),
     "emulate": ("batchpilot.cli.emulate", "emulate", "Serve the local Anthropic API emulator."),
 }
 
@@ -117,8 +118,10 @@ def format_receipt(value: Any, depth: int = 0) -> str:
 
 
 def emit(receipt: dict) -> None:
-    """Print a command's receipt: one JSON object on stdout."""
-    click.echo(format_receipt(receipt))
+    """Print a command's receipt: one JSON object on stdout (`emulated` added for a run's receipt)."""
+    from batchpilot.rundir.guard import label  # loaded only once a command has its receipt
+
+    click.echo(format_receipt(label(receipt)))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

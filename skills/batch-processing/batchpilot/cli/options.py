@@ -21,12 +21,13 @@ def format_option(fn: Callable) -> Callable:
     return click.option("-f", "--format", "formats", type=click.Choice(FORMATS), multiple=True, help=FORMAT_HELP)(fn)
 
 
-RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
+RUN_ARG = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path, resolve_path=True))
 
 
 def emulate_option(fn: Callable) -> Callable:
     return click.option("--emulate", is_flag=True,
-                        help="Use the local emulator (its state is kept in RUN/emulator/) instead of the API.")(fn)
+                        help="Use the local emulator (its state is kept in RUN/emulator/) instead of the API. The run remembers "
+                             "it: needed on its first API command only, refused on a run that uses the real API.")(fn)
 
 
 def job_options(fn: Callable) -> Callable:

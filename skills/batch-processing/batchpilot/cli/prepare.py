@@ -35,7 +35,7 @@ def plan(ctx: click.Context, urgent: bool, needs_tools: bool, dependent: bool, c
 
 @click.command()
 @job_options
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), default=None,
               help="Run directory (default: .batchpilot/runs/<timestamp>-<template>).")
 @click.option("--mode", type=click.Choice(MODES), default="batch", show_default=True,
               help="Executor the requests are shaped for (batch uses the 1-hour prompt cache).")

@@ -21,7 +21,7 @@ RUN_MODES = ("auto", *MODES)
 
 @click.command()
 @job_options
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), default=None,
               help="Run directory (default: the unfinished run of this same job under .batchpilot/runs/, else a new "
                    ".batchpilot/runs/<timestamp>-<template>).")
 @click.option("--new", is_flag=True,

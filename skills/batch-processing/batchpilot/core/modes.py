@@ -5,6 +5,8 @@ Light on purpose: the CLI reads these while it builds its options, before any st
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from batchpilot.core.shell import next_command
@@ -16,3 +18,13 @@ EXECUTOR_COMMANDS = {"batch": "submit", "direct": "direct", "agents": "fanout", 
 def next_for_mode(mode: str, run: Path) -> str:
     """The command that executes a run prepared for `mode`."""
     return next_command(EXECUTOR_COMMANDS[mode], run)
+
+
+def api_key_present() -> bool:
+    """Whether ANTHROPIC_API_KEY is set: without it, batch and direct cannot do real work here."""
+    return bool(os.environ.get("ANTHROPIC_API_KEY", "").strip())
+
+
+def claude_on_path() -> bool:
+    """Whether a `claude` CLI is on PATH: headless mode runs items through it, on the user's Claude Code login."""
+    return shutil.which("claude") is not None

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import append_jsonl, atomic_write, iter_jsonl, safe_dir
+from batchpilot.core.paths import worker_agent
 from batchpilot.core.shell import next_command
 from batchpilot.prepare.items import CUSTOM_ID_RE
 from batchpilot.results.judge import RunView, open_view
@@ -45,7 +46,7 @@ MAX_ATTEMPTS = 3
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MODEL_HINTS = ("haiku", "sonnet", "opus")
 MAX_LISTED_ERRORS = 10
-SEND = "ONE message: an Agent call per task (description, prompt, model). Then run next."
+SEND = "ONE message: an Agent call per task (its description and prompt; this receipt's subagent_type and model). Then run next."
 
 
 # ------------------------------------------------------------------------------------------- safe paths
@@ -214,6 +215,7 @@ def fanout_run(run_dir: Path, wave_size: int | None = None, wave: int | None = N
         "waves": waves,
         "waves_after_this": max(0, waves - number),
         "model": hint,
+        "subagent_type": worker_agent() if tasks else None,
         "tasks": tasks,
         "send": SEND if tasks else None,
         "next": next_command("collect", run) if tasks else next_command("merge", run),
@@ -310,6 +312,7 @@ def collect_run(run_dir: Path, wave_size: int | None = None, max_attempts: int =
         "pending": len(pending),
         "waves_remaining": waves,
         "model": _model_hint(view, None, settings.get("model_hint")),
+        "subagent_type": worker_agent() if tasks else None,
         "tasks": tasks,
         "send": SEND if tasks else None,
         "next": next_command("collect", run) if tasks else next_command("merge", run),

@@ -19,6 +19,7 @@ from batchpilot.emulator.config import EmulatorConfig
 from batchpilot.executors.pipeline import RunOptions, run_batch
 from batchpilot.prepare.job import open_job
 from batchpilot.rundir.create import create_run, default_run_dir
+from batchpilot.rundir.guard import record_emulated
 
 SAMPLES = SAMPLES_DIR / "python-app"
 DEMO_SEED = 8  # chosen so that round 1 hits two overloaded lines and one expired one, and round 2 clears them
@@ -39,6 +40,7 @@ def demo_job(run_dir: Path | None, progress: Progress) -> dict:
     target = run_dir or default_run_dir("demo")
     progress.stage(f"demo: {job.template.name} over {SAMPLES.name}/*.py on the local emulator, into {target}")
     prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
+    record_emulated(prepared.run_dir, True)
     body = run_batch(prepared.run_dir, RunOptions(emulate=True), progress, demo_config(prepared.run_dir))
     report = body.get("files", {}).get("report.html")
     counts = body.get("counts", {})

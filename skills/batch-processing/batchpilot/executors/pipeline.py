@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from batchpilot.api.client import EMULATOR_KEY, api_client, sdk_errors
 from batchpilot.api.failures import raise_if_unreachable
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.modes import api_key_present, claude_on_path
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import emulate_flag, next_command
+from batchpilot.core.shell import next_command
 from batchpilot.executors.agents import fanout_run
 from batchpilot.executors.batch.driver import batch_client, counts_receipt
 from batchpilot.executors.batch.rounds import NOTHING_LEFT, drive
@@ -36,6 +37,7 @@ from batchpilot.results.merge import check_formats
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS
 from batchpilot.core.files import read_json
 from batchpilot.rundir.create import PrepareResult, create_run, default_run_dir, inputs_fingerprint
+from batchpilot.rundir.guard import EMULATOR_DIR, bind_emulated, run_is_emulated
 from batchpilot.rundir.lock import project_lock, run_lock
 from batchpilot.rundir.lookup import find_run, is_finished, job_fingerprint
 from batchpilot.rundir.manifest import RUNS_HOME, open_run
@@ -56,11 +58,6 @@ class RunOptions:
     formats: tuple[str, ...] = ()
     pilot: int | None = None  # run this many items through the direct API first (executors.pilot)
     pilot_only: bool = False
-
-    @property
-    def emulated(self) -> list[str]:
-        """`--emulate` when rehearsing, for the suggested next command."""
-        return emulate_flag(self.emulate)
 
 
 def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent: bool, needs_tools: bool,
@@ -84,7 +81,10 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
         if target is None:
             project.enter_context(project_lock(RUNS_HOME))
             fingerprint = job_fingerprint(inputs_fingerprint(job.items(), job.settings()), mode)
-            found = None if new else find_run(RUNS_HOME, fingerprint)
+            # A rehearsal and the real job share a fingerprint: each resumes only a run of its own kind, so a
+            # real `run` never continues (or reports) an emulated run's placeholders, nor the reverse.
+            found = None if new else find_run(RUNS_HOME, fingerprint, accept=lambda d: _same_kind(d, mode, options.emulate))
+            found = found.absolute() if found is not None else None  # receipts print paths that work anywhere
             if found is not None and is_finished(found):
                 return finished_receipt(found, mode, options, progress)
             if found is not None:
@@ -97,6 +97,8 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
                 "resumed": prepared.unchanged, "cache": job.builder.cache_choice}
         with run_lock(prepared.run_dir):
             project.close()  # the run is ours now: other jobs may choose theirs
+            if mode != "agents":  # subagents never talk to an API of ours: nothing to fix for an agents run
+                options = replace(options, emulate=bind_emulated(prepared.run_dir, options.emulate))
             return {**head, **execute(prepared.run_dir, mode, options, progress, job_kwargs)}
 
 
@@ -131,7 +133,7 @@ def rerun_command(job_kwargs: dict[str, Any], run_dir: Path, mode: str, options:
         words.append("--keep-uploads")
     for name, value in (job_kwargs.get("variables") or {}).items():
         words += ["--var", f"{name}={value}"]
-    return next_command(*words, *options.emulated)
+    return next_command(*words)  # a run remembers whether it is emulated: no --emulate needed
 
 
 def run_pilot(run_dir: Path, mode: str, options: RunOptions, progress: Progress):
@@ -147,7 +149,7 @@ def run_pilot(run_dir: Path, mode: str, options: RunOptions, progress: Progress)
             receipt = run_direct(target, client, concurrency=DEFAULT_CONCURRENCY, max_cost=options.max_cost,
                                  max_attempts=DEFAULT_MAX_ATTEMPTS, progress=progress, handle_sigint=True,
                                  requests_file=requests_file)
-        raise_if_unreachable(receipt["counts"], next_command("run", "--run", target, "--mode", mode, *options.emulated))
+        raise_if_unreachable(receipt["counts"], next_command("run", "--run", target, "--mode", mode))
 
     def merge(target: Path) -> dict:
         return merge_and_report(target, options.formats, progress)[0]
@@ -156,6 +158,20 @@ def run_pilot(run_dir: Path, mode: str, options: RunOptions, progress: Progress)
     if not outcome.stop and mode == "batch" and outcome.rest:
         plan_rest_round(run_dir)
     return outcome
+
+
+def _same_kind(run_dir: Path, mode: str, emulate: bool) -> bool:
+    """Whether `run` may resume `run_dir`: an agents run, or one not yet bound (emulated or real) otherwise,
+    or bound the way this command asks (a run killed before it recorded its answer is still resumed)."""
+    if mode == "agents":
+        return True
+    try:
+        manifest = open_run(run_dir)
+        if manifest.get("emulated") is None and not (run_dir / EMULATOR_DIR).is_dir():
+            return True
+        return run_is_emulated(run_dir, manifest) == emulate
+    except BatchpilotError:
+        return False  # a damaged run is not resumed by default: `--run` names it explicitly
 
 
 def finished_receipt(run_dir: Path, mode: str, options: RunOptions, progress: Progress) -> dict:
@@ -168,7 +184,7 @@ def finished_receipt(run_dir: Path, mode: str, options: RunOptions, progress: Pr
     return {"command": "run", "run": str(run_dir), "mode": mode, "items": summary.get("items"), "resumed": True,
             "finished": True, "counts": counts, "cost_usd": summary.get("cost_usd"),
             "files": summary.get("files") or {},
-            "next": next_command("retry", run_dir, *options.emulated) if failed else None}
+            "next": next_command("retry", run_dir) if failed else None}
 
 
 def choose_mode(job_kwargs: dict[str, Any], run_dir: Path | None, urgent: bool, needs_tools: bool, emulate: bool,
@@ -181,7 +197,9 @@ def choose_mode(job_kwargs: dict[str, Any], run_dir: Path | None, urgent: bool, 
         return str(open_run(run_dir).get("mode") or "batch")
     job = open_job(mode="batch", **job_kwargs)
     count = sum(1 for _ in job.items())
-    mode, why = recommend(count, needs_tools or job.template.needs_tools, urgent, False)
+    # A rehearsal rehearses the API modes, so it is planned as if a key were set.
+    mode, why = recommend(count, needs_tools or job.template.needs_tools, urgent, False,
+                          emulate or api_key_present(), claude_on_path())
     if emulate and mode in ("agents", "headless"):
         mode, why = ("direct", "a rehearsal of the urgent path") if urgent else ("batch", "a rehearsal of the half-price path")
         why = f"--emulate rehearses the API modes: {why} (plan recommends agents or headless for the real job)"
@@ -214,14 +232,14 @@ def run_batch(run_dir: Path, options: RunOptions, progress: Progress, emulator_c
                 raise
     if outcome.waiting:
         return {**counts_receipt(run_dir), "batch_ids": outcome.submitted,
-                "next": next_command("status", run_dir, "--wait", *options.emulated)}
+                "next": next_command("status", run_dir, "--wait")}
     progress.stage(f"batches done: {outcome.stopped}")
     merged, report = merge_and_report(run_dir, options.formats, progress)
     return {**counts_receipt(run_dir), "stopped": outcome.stopped, "counts": merged["counts"],
             **({"uploads": uploads} if uploads else {}),
             "cost_usd": merged.get("cost_usd") or (merged.get("cost") or {}).get("usd"),
             "files": {**merged.get("files", {}), **report},
-            "next": next_command("retry", run_dir, *options.emulated) if _failed(merged) else None}
+            "next": next_command("retry", run_dir) if _failed(merged) else None}
 
 
 def run_direct_mode(run_dir: Path, options: RunOptions, progress: Progress) -> dict:
@@ -231,7 +249,7 @@ def run_direct_mode(run_dir: Path, options: RunOptions, progress: Progress) -> d
                              max_attempts=DEFAULT_MAX_ATTEMPTS, progress=progress, handle_sigint=True)
     raise_if_unreachable(receipt["counts"], next_command("direct", run_dir))
     if direct_unfinished(receipt):
-        return {"direct": receipt, "next": next_command("direct", run_dir, *options.emulated)}
+        return {"direct": receipt, "next": next_command("direct", run_dir)}
     return finish(run_dir, options, progress, {"direct": receipt})
 
 
@@ -268,7 +286,7 @@ def finish(run_dir: Path, options: RunOptions, progress: Progress, extra: dict) 
     merged, report = merge_and_report(run_dir, options.formats, progress)
     return {**extra, "counts": merged["counts"], "cost_usd": merged.get("cost_usd"),
             "files": {**merged.get("files", {}), **report},
-            "next": next_command("retry", run_dir, *options.emulated) if _failed(merged) else None}
+            "next": next_command("retry", run_dir) if _failed(merged) else None}
 
 
 def _failed(merged: dict) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from batchpilot.api.client import api_client, sdk_errors
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import emulate_flag, next_command
+from batchpilot.core.shell import next_command
 from batchpilot.executors.batch.driver import batch_client, counts_receipt
 from batchpilot.executors.batch.rounds import NOTHING_LEFT, drive
 from batchpilot.executors.uploads import finish_uploads
@@ -24,6 +24,7 @@ from batchpilot.executors.direct.command import direct_unfinished
 from batchpilot.results.selection import DEFAULT_MAX_ROUNDS, classify, parse_only, write_round_file
 from batchpilot.rundir.journal import iter_journal
 from batchpilot.rundir.lock import run_lock
+from batchpilot.rundir.guard import API_MODES, bind_emulated, require_mode
 from batchpilot.rundir.manifest import require_requests
 
 DIRECT_ROUND_PREFIX = "direct"
@@ -34,10 +35,16 @@ REPAIR_WORDS = {"feedback": "re-asked with their answer and the validator's mess
 
 def retry_job(run_dir: Path, emulate: bool, only: str | None, mode: str | None, max_rounds: int | None,
               no_wait: bool, progress: Progress) -> dict:
-    """The `retry` receipt; `mode` defaults to the one the run was prepared for (batch unless direct)."""
+    """The `retry` receipt; `mode` defaults to the one the run was prepared for (batch unless direct).
+
+    A run of another mode (agents, headless) is refused unless `mode` is given: switching it to an API mode is
+    an explicit choice. The run's own emulated-or-real answer wins over `emulate` (`rundir.guard`)."""
     selection = parse_only(only)
     manifest = require_requests(run_dir)
+    if mode is None:
+        require_mode(run_dir, "retry", API_MODES)
     mode = mode or ("direct" if manifest.get("mode") == "direct" else "batch")
+    emulate = bind_emulated(run_dir, emulate)
     if mode == "direct":
         return retry_direct(run_dir, emulate, selection, progress)
     return retry_batch(run_dir, emulate, selection, max_rounds, no_wait, progress)
@@ -61,7 +68,6 @@ def retry_batch(run_dir: Path, emulate: bool, selection: frozenset[str], max_rou
             uploads = None if outcome.waiting else finish_uploads(client, run_dir, outcome.stopped == NOTHING_LEFT,
                                                                  progress)
         repairs = count_repairs(run_dir, since)
-    emulated = emulate_flag(emulate)
     described = describe_repairs(repairs)
     if described:
         progress.stage(described)
@@ -69,7 +75,7 @@ def retry_batch(run_dir: Path, emulate: bool, selection: frozenset[str], max_rou
     return {"command": "retry", "run": str(run_dir), "mode": "batch", **counts_receipt(run_dir), "stopped": outcome.stopped,
             "items": outcome.classification, "repairs": repairs, "submitted": outcome.submitted,
             **({"uploads": uploads} if uploads else {}),
-            "next": next_command("status", run_dir, "--wait", *emulated) if outcome.waiting else next_command("merge", run_dir)}
+            "next": next_command("status", run_dir, "--wait") if outcome.waiting else next_command("merge", run_dir)}
 
 
 def retry_direct(run_dir: Path, emulate: bool, selection: frozenset[str], progress: Progress) -> dict:
@@ -97,10 +103,9 @@ def retry_direct(run_dir: Path, emulate: bool, selection: frozenset[str], progre
         with api_client(emulate, async_client=True, max_retries=0) as client:
             receipt = run_direct(run_dir, client, concurrency=DEFAULT_CONCURRENCY, max_attempts=DEFAULT_MAX_ATTEMPTS,
                                  progress=progress, handle_sigint=True, requests_file=Path(run_dir) / source)
-    emulated = emulate_flag(emulate)
     return {"command": "retry", "run": str(run_dir), "mode": "direct", "stopped": receipt.get("stopped") or "round done",
             "items": dict(found.counts), "selected": by, "repairs": repairs, "source": source, "direct": receipt,
-            "next": next_command("retry", run_dir, "--mode", "direct", *emulated) if direct_unfinished(receipt)
+            "next": next_command("retry", run_dir, "--mode", "direct") if direct_unfinished(receipt)
             else next_command("merge", run_dir)}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.core.shell import next_command
+from batchpilot.core.shell import absolute_source, next_command
 from batchpilot.prepare.schema_rules import api_schema_problems
 from batchpilot.prepare.templates import DIFF_VARIANT, Template, bundled_names, load_template, resolve_template_dir
 
@@ -66,7 +66,7 @@ def _required(template: Template) -> list[str]:
 
 
 def _plan_hint(ref: str, template: Template) -> str:
-    words = ["plan", "--template", ref, "--items", "ITEMS"]
+    words = ["plan", "--template", absolute_source(ref), "--items", "ITEMS"]
     for name in _required(template):
         words += ["--var", f"{name}={template.variables[name].get('example', 'VALUE')}"]
     return next_command(*words)

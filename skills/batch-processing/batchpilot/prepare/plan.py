@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchpilot.core.errors import BatchpilotError
-from batchpilot.core.modes import EXECUTOR_COMMANDS
+from batchpilot.core.modes import EXECUTOR_COMMANDS, api_key_present, claude_on_path
 from batchpilot.core.models import BATCH_DISCOUNT, PRICES_AS_OF, Prices
+from batchpilot.core.paths import default_run_dir
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import next_command
+from batchpilot.core.shell import absolute_source, next_command
 from batchpilot.core.tokens import ESTIMATE_ERROR, estimate_input_tokens, request_segments
 from batchpilot.prepare.estimates import (BATCH_HIT_RANGE, BATCH_HIT_RATE, OUTPUT_SPREAD, OutputEstimate,
                                           break_even_hit_rate, cache_advice, output_estimate)
@@ -200,10 +201,17 @@ def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
     }
 
 
-def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool) -> tuple[str, str]:
-    """The mode to use and one sentence saying why."""
+def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool, api_key: bool = True,
+              claude_cli: bool = False) -> tuple[str, str]:
+    """The mode to use and one sentence saying why. Without `api_key` only what can do real work here is
+    recommended: agents, or headless when `claude_cli` (a `claude` on PATH) and the job is too big for waves."""
     if dependent:
         return "sequential", "the items depend on each other, so process them in order in one session instead of fanning out"
+    if not api_key:
+        no_key = "ANTHROPIC_API_KEY is not set, so batch and direct cannot run here (set it for batch at half price)"
+        if claude_cli and items > AGENTS_MAX:
+            return "headless", f"{no_key}; {items} items are too many waves for one session, and `claude -p` runs them on your Claude Code login"
+        return "agents", f"{no_key}; Claude Code subagents do the work on your Claude Code plan"
     if needs_tools:
         if items <= AGENTS_MAX:
             return "agents", "the items need tools or file access, which Claude Code subagents have"
@@ -216,12 +224,13 @@ def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool) -> t
 
 
 def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, urgent: bool, dependent: bool,
-               token_source: str, output: OutputEstimate | None = None) -> dict:
+               token_source: str, output: OutputEstimate | None = None, api_key: bool = True,
+               claude_cli: bool = False) -> dict:
     """The plan receipt's body."""
     if output is not None:
         t.spread = output.spread
     modes = mode_costs(t, prices)
-    mode, reason = recommend(t.requests, needs_tools, urgent, dependent)
+    mode, reason = recommend(t.requests, needs_tools, urgent, dependent, api_key, claude_cli)
     low, high = t.spread
     return {
         "items": t.requests,
@@ -286,7 +295,7 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
         # counted, not estimated: what is left is the sample's spread; all requests counted leaves none
         tally.input_error = 0.0 if len(sample) == tally.requests else 0.05
     body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source,
-                      estimate)
+                      estimate, api_key_present(), claude_on_path())
     warnings = []
     if job.prices is None:
         warnings.append(f"unknown model {job.model!r}: costs are null; spending commands refuse it unless --price-in and --price-out are given")
@@ -294,7 +303,10 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     mode = body["recommended"]["mode"]
     nxt = None
     if mode in EXECUTOR_COMMANDS:
-        words = ["prepare", "--template", job_kwargs["template_ref"], "--items", job_kwargs["items_src"], "--mode", mode]
+        words = ["prepare", "--template", absolute_source(job_kwargs["template_ref"]), "--items",
+                 absolute_source(job_kwargs["items_src"]), "--mode", mode,
+                 # the run directory the suggestion makes, named in full: the command runs from any directory
+                 "--run", default_run_dir(job.template.name)]
         if job_kwargs["model"]:
             words += ["--model", job_kwargs["model"]]
         for v in var_words:

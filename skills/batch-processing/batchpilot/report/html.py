@@ -22,11 +22,23 @@ import json
 from html import escape
 from typing import Any
 
+from batchpilot.results.summary import parse_at
+
+EMULATED_BANNER = ("Emulated rehearsal: these results come from the local emulator, not from Claude. The findings are "
+                   "placeholders that show the shape of the output; do not present them as a review.")
+
+
+def readable_time(value: Any) -> str:
+    """An ISO timestamp as `2026-01-01 12:00:05 UTC` (no microseconds); anything else as it is."""
+    parsed = parse_at(value)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC") if parsed else str(value if value is not None else "n/a")
+
+
 CSS = """
 :root{--fg:#1d2330;--muted:#5d6678;--line:#dde2ea;--bg:#fff;--soft:#f5f7fa;--ok:#2e8540;--bad:#c0392b;--warn:#d68910;--info:#2874a6}
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);background:var(--bg);margin:0;padding:24px 32px;max-width:1400px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px;border-bottom:1px solid var(--line);padding-bottom:4px}
-.meta{color:var(--muted);margin:0 0 2px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:24px}
+.banner{background:#fff3cd;color:#5c4400;border:1px solid #e0b300;padding:8px 12px;border-radius:6px}.meta{color:var(--muted);margin:0 0 2px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:24px}
 .bars{display:grid;grid-template-columns:110px 1fr 70px;gap:6px 10px;align-items:center}
 .bar{height:14px;border-radius:3px;background:var(--info);min-width:1px}.n{text-align:right;font-variant-numeric:tabular-nums}
 .s-ok{background:var(--ok)}.s-invalid{background:var(--warn)}.s-errored{background:var(--bad)}.s-expired,.s-canceled,.s-missing{background:#8e99ab}
@@ -92,6 +104,8 @@ JS = """"use strict";
       while (body.firstChild) { body.removeChild(body.firstChild); }
       body.appendChild(frag);
       count.textContent = "showing " + rows.length + " of " + spec.total + (spec.rows.length < spec.total ? " (the first " + spec.rows.length + " are in this page; all are in merged.jsonl)" : "");
+      // A filter set by the link's fragment is otherwise invisible: name it beside the count.
+      if (exact.length) { count.textContent += " · filtered by the link: " + exact.map(function (e) { return spec.columns[e[0]] + "=" + e[1]; }).join(", "); }
       Array.prototype.forEach.call(head.cells, function (th, i) {
         if (i === state.col) { th.setAttribute("aria-sort", state.desc ? "descending" : "ascending"); } else { th.removeAttribute("aria-sort"); }
       });
@@ -179,10 +193,12 @@ def render_html(manifest: dict, summary: dict, data: dict) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>batchpilot report: {_e(template.get('name'))}</title><style>{CSS}</style></head><body>",
         f"<h1>Batch report: {_e(template.get('name'))}</h1>",
+        f'<p class="banner" role="alert"><b>{_e(EMULATED_BANNER)}</b></p>' if summary.get("emulated") else "",
         f'<p class="meta">Model <b>{_e(manifest.get("model"))}</b> · output style {_e(manifest.get("output_style"))} · '
         f'modes {_e(", ".join(summary.get("by_mode") or {}) or "none yet")} · {summary.get("items", 0):,} items</p>',
-        f'<p class="meta">Prepared {_e(manifest.get("created_at"))} · results {_e(duration.get("first_result_at"))} → '
-        f'{_e(duration.get("last_result_at"))}{_took(duration.get("seconds"))} · merged {_e(summary.get("merged_at"))}</p>',
+        f'<p class="meta">Prepared {_e(readable_time(manifest.get("created_at")))} · results '
+        f'{_e(readable_time(duration.get("first_result_at")))} → {_e(readable_time(duration.get("last_result_at")))}'
+        f'{_took(duration.get("seconds"))} · merged {_e(readable_time(summary.get("merged_at")))}</p>',
         '<div class="grid"><section><h2>Status</h2>',
         _bars(summary.get("counts") or {}, list(summary.get("counts") or {}), "s-"),
         "</section><section><h2>Cost and tokens</h2><table class=\"money\"><tbody>",
@@ -204,7 +220,7 @@ def render_html(manifest: dict, summary: dict, data: dict) -> str:
         if summary.get("failures_total", 0) > len(failures):
             parts.append(f"<li>… {summary['failures_total'] - len(failures):,} more in merged.jsonl</li>")
         parts.append("</ul>")
-    if summary.get("next") and not summary["next"].startswith("batchpilot report"):
+    if summary.get("next") and " report " not in f"{summary['next']} ":
         parts.append(f"<p class=\"meta\">Next: <code>{_e(summary['next'])}</code></p>")
     payload = {"items": data["items"], "findings": data.get("findings")}
     parts.append(f'<script type="application/json" id="bp-data">{_json_for_script(payload)}</script>')

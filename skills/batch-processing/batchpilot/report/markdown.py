@@ -19,11 +19,12 @@ from batchpilot.core.progress import Progress
 from batchpilot.results.exports import cell_text, findings_field, md_cell
 from batchpilot.results.formats import EXPORTERS, export_name
 from batchpilot.results.lines import has_line_fields
-from batchpilot.report.html import render_html
+from batchpilot.report.html import EMULATED_BANNER, readable_time, render_html
 from batchpilot.results.merge import merge_run
 from batchpilot.results.validate import schema_for_run
 from batchpilot.rundir.manifest import open_run
 
+MD_TOP_FINDINGS = 10
 REPORT_MAX_ITEMS = 5_000
 REPORT_MAX_FINDINGS = 20_000
 REPORT_MAX_TEXT = 400
@@ -93,6 +94,8 @@ def collect(run_dir: Path, schema: dict) -> dict:
                 row.append(len(entries))
             row += [_clip(f"{error.get('type')}: {error.get('message')}") if error else "", merged.get("attempts"), merged.get("cost_usd")]
             items.append(row)
+    order = enums.get("severity", [])
+    found.sort(key=lambda row: finding_key(row, finding_props, order))
     return {
         "items": {"columns": item_cols, "rows": items, "total": totals["items"], "enums": {"status": ["invalid", "errored", "expired", "canceled", "missing", "ok"]}},
         "findings": {"columns": ["custom_id"] + finding_props + (["line_check"] if checked else []), "rows": found,
@@ -101,6 +104,17 @@ def collect(run_dir: Path, schema: dict) -> dict:
         "severity": dict(severity),
         "severity_order": enums.get("severity", []),
     }
+
+
+def finding_key(row: list, props: list[str], severity_order: list) -> tuple:
+    """Findings sort by severity (the schema's enum order, most severe first), then file, then line."""
+    def col(name: str) -> Any:
+        return row[1 + props.index(name)] if name in props else None
+
+    sev = col("severity")
+    rank = severity_order.index(sev) if sev in severity_order else len(severity_order)
+    line = col("line_start") if col("line_start") is not None else col("line")
+    return (rank, str(col("file") or col("path") or row[0] or ""), line if isinstance(line, (int, float)) else float("inf"))
 
 
 def write_report(run_dir: Path, progress: Any = None, formats: tuple[str, ...] = ()) -> dict:
@@ -130,16 +144,30 @@ def _money(value: Any) -> str:
     return "unknown (no price for this model)" if value is None else f"${value:,.4f}"
 
 
+def top_findings(findings: dict) -> list[str]:
+    """Markdown lines: the first MD_TOP_FINDINGS findings in report order (most severe first)."""
+    cols = findings["columns"]
+    shown = [c for c in ("custom_id", "severity", "file", "line_start", "category", "message", "title") if c in cols]
+    if not findings["rows"] or len(shown) < 2:
+        return []
+    out = ["", f"### Top findings ({min(MD_TOP_FINDINGS, len(findings['rows']))} of {findings['total']})", "",
+           "| " + " | ".join(c.replace("_", " ") for c in shown) + " |", "|" + "---|" * len(shown)]
+    for row in findings["rows"][:MD_TOP_FINDINGS]:
+        out.append("| " + " | ".join(md_cell(_clip(row[cols.index(c)], 160)) for c in shown) + " |")
+    return out
+
+
 def render_md(manifest: dict, summary: dict, data: dict) -> str:
     """The Markdown report: header, status counts, cost and tokens, findings by severity, failures."""
     template = manifest.get("template") or {}
-    lines = [
-        f"# Batch report: {md_cell(template.get('name'))}",
-        "",
+    lines = [f"# Batch report: {md_cell(template.get('name'))}", ""]
+    if summary.get("emulated"):
+        lines += [f"> **{EMULATED_BANNER}**", ""]
+    lines += [
         f"- Model: {md_cell(manifest.get('model'))} · output style {md_cell(manifest.get('output_style'))} · "
         f"modes: {md_cell(', '.join(summary.get('by_mode') or {}) or 'none yet')}",
-        f"- Prepared {md_cell(manifest.get('created_at'))}; results from {md_cell(summary['duration'].get('first_result_at'))} "
-        f"to {md_cell(summary['duration'].get('last_result_at'))}; merged {md_cell(summary.get('merged_at'))}",
+        f"- Prepared {readable_time(manifest.get('created_at'))}; results from {readable_time(summary['duration'].get('first_result_at'))} "
+        f"to {readable_time(summary['duration'].get('last_result_at'))}; merged {readable_time(summary.get('merged_at'))}",
         f"- Items: {summary['items']} · result records: {summary['result_records']} · unknown results ignored: {summary['unknown_results']}",
         "",
         "## Status",
@@ -175,6 +203,7 @@ def render_md(manifest: dict, summary: dict, data: dict) -> str:
         lines += ["", f"## Findings: {data['findings']['total']}", "", "| severity | findings |", "|---|---:|"]
         order = data["severity_order"] + sorted(set(data["severity"]) - set(data["severity_order"]))
         lines += [f"| {md_cell(s)} | {data['severity'][s]} |" for s in order if s in data["severity"]]
+        lines += top_findings(data["findings"])
     flagged = data.get("flagged") or {}
     if flagged.get("total"):
         lines += ["", f"## Findings that fail the line check: {flagged['total']}", "",
@@ -188,8 +217,8 @@ def render_md(manifest: dict, summary: dict, data: dict) -> str:
         if summary["failures_total"] > MD_MAX_FAILURES:
             lines.append(f"\n{summary['failures_total'] - MD_MAX_FAILURES} more in merged.jsonl (every record whose status is not ok).")
     lines += ["", "## Files", "", "- `merged.jsonl`: one record per item, in input order", "- `summary.json`: the figures above",
-              "- `report.html`: this report with sortable, filterable tables", ""]
-    if summary.get("next") and not summary["next"].startswith("batchpilot report"):
+              "- `report.html`: the same report with every item and finding in sortable, filterable tables", ""]
+    if summary.get("next") and " report " not in f"{summary['next']} ":
         lines += [f"Next: `{summary['next']}`", ""]
     return "\n".join(lines)
 

@@ -37,6 +37,7 @@ from batchpilot.results.exports import findings_field
 from batchpilot.results.formats import EXPORTERS, FORMAT_WORDS, export_name
 from batchpilot.results.lines import check_findings, has_line_fields, repo_path
 from batchpilot.results.sarif import require_line_findings
+from batchpilot.rundir.guard import run_is_emulated
 from batchpilot.rundir.journal import journal
 from batchpilot.results.judge import STATUSES, open_view
 from batchpilot.results.ledger import index_items, outcome, scan_results
@@ -67,6 +68,8 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
     manifest = view.manifest
     prices = run_prices(manifest)
     default_mode = str(manifest.get("mode") or "batch")
+    # A rehearsal's records say so one by one: a line copied out of merged.jsonl must not pass for a result.
+    emulated = run_is_emulated(run_dir, manifest)
     if progress:
         progress.stage(f"merging {run_dir} ...")
     index = index_items(run_dir)
@@ -108,6 +111,8 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
             if problems is not None:
                 merged["finding_problems"] = problems
                 flagged += len(problems)
+            if emulated:
+                merged["emulated"] = True
             out.write(dumps(merged) + "\n")
             if pos == 1:
                 crash.point("merge-mid-write")
@@ -120,6 +125,7 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
             if progress and pos % 1000 == 0:
                 progress.update(pos, len(ledger.attempts), "items")
     if progress:
+        progress.update(len(ledger.attempts), len(ledger.attempts), "items")  # the final count, not the last step's
         progress.done()
 
     crash.point("merge-before-summary")
@@ -129,7 +135,8 @@ def merge_run(run_dir: Path, formats: tuple[str, ...] | list[str] = ("jsonl",), 
             name = export_name(fmt)
             EXPORTERS[fmt](run_dir / "merged.jsonl", run_dir / name, view.schema)
             files[name] = str(run_dir / name)
-    summary = build_summary(run_dir, manifest, view.schema_source, counts, error_types, failures, scan, prices, files)
+    summary = build_summary(run_dir, manifest, view.schema_source, counts, error_types, failures, scan, prices, files,
+                            emulated)
     summary["findings_failing_line_checks"] = flagged
     atomic_write_json(run_dir / "summary.json", summary)
     journal(run_dir, "merged", counts={k: v for k, v in counts.items() if v}, unknown_results=scan.unknown)
@@ -146,6 +153,7 @@ def merge_job(run_dir: Path, formats: tuple[str, ...], progress: Progress) -> di
     return {
         "command": "merge",
         "run": str(run_dir),
+        "emulated": summary["emulated"],
         "items": summary["items"],
         "counts": summary["counts"],
         "error_types": summary["error_types"],

@@ -52,7 +52,8 @@ class ModeTotals:
 
 
 def build_summary(run_dir: Path, manifest: dict, schema_source: str, counts: Counter, error_types: Counter,
-             failures: list, scan: Any, prices: Prices | None, files: dict) -> dict:
+             failures: list, scan: Any, prices: Prices | None, files: dict, emulated: bool = False) -> dict:
+    """summary.json's content; `emulated` marks a rehearsal on the local emulator (its outputs are placeholders)."""
     priced = prices is not None
     usage = dict.fromkeys(USAGE_KEYS, 0)
     cost = list_cost = standard = 0.0
@@ -68,6 +69,7 @@ def build_summary(run_dir: Path, manifest: dict, schema_source: str, counts: Cou
     money = (lambda x: round(x, 6)) if priced else (lambda x: None)
     return {
         "run": str(run_dir),
+        "emulated": emulated,
         "merged_at": now_iso(),
         "template": manifest.get("template", {}).get("name"),
         "model": manifest.get("model"),

@@ -13,7 +13,6 @@ import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
@@ -25,20 +24,10 @@ from batchpilot.core.paths import SKILL_DIR
 from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, naming, pid_alive, read_json
 from batchpilot.prepare.items import Item, describe_skipped, items_fingerprint_update
 from batchpilot.prepare.build import RequestBuilder
+from batchpilot.core.paths import default_run_dir  # noqa: F401  (re-exported for the executors)
 from batchpilot.rundir.lookup import job_fingerprint
-from batchpilot.rundir.manifest import FORMAT_VERSION, RUNS_HOME
+from batchpilot.rundir.manifest import FORMAT_VERSION
 
-
-
-def default_run_dir(template_name: str) -> Path:
-    """`.batchpilot/runs/<timestamp>-<template>` under the current directory."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = RUNS_HOME / f"{stamp}-{template_name}"
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = Path(f"{base}-{n}")
-    return candidate
 
 
 @dataclass

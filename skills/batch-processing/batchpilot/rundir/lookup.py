@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from batchpilot.core.files import read_json
 from batchpilot.rundir.journal import iter_journal
@@ -32,8 +33,9 @@ def manifest_fingerprint(manifest: dict) -> str | None:
     return job_fingerprint(str(manifest["inputs_hash"]), manifest.get("mode"))
 
 
-def find_run(runs_home: Path, fingerprint: str) -> Path | None:
-    """The newest run directory under `runs_home` prepared for this job fingerprint, or None."""
+def find_run(runs_home: Path, fingerprint: str, accept: Callable[[Path], bool] | None = None) -> Path | None:
+    """The newest run directory under `runs_home` prepared for this job fingerprint (and, given `accept`, for
+    which `accept(run_dir)` is true), or None."""
     best: tuple[str, str, Path] | None = None
     for manifest_path in Path(runs_home).glob("*/run.json"):
         try:
@@ -41,6 +43,8 @@ def find_run(runs_home: Path, fingerprint: str) -> Path | None:
         except Exception:  # a damaged or foreign run.json is not this job's run
             continue
         if not isinstance(manifest, dict) or manifest_fingerprint(manifest) != fingerprint:
+            continue
+        if accept is not None and not accept(manifest_path.parent):
             continue
         key = (str(manifest.get("created_at") or ""), manifest_path.parent.name, manifest_path.parent)
         if best is None or key[:2] > best[:2]:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import read_json, refuse_links
+from batchpilot.core.paths import RUNS_HOME  # noqa: F401  (re-exported: where runs go by default)
+from batchpilot.core.shell import next_command
 
 FORMAT_VERSION = 1
-RUNS_HOME = Path(".batchpilot") / "runs"  # where runs go by default, under the current directory
 
 _NUMBER = (int, float)
 # The fields commands read, and their types: a hand-edited run.json is refused here, once, naming the field,
@@ -53,7 +54,7 @@ def open_run(run_dir: Path | str) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file():
         raise BatchpilotError(f"{run_dir} is not a run directory (no run.json)",
-                              "create one with `batchpilot prepare --template T --items SRC --run DIR`")
+                              f"create one with `{next_command('prepare', '--template', 'T', '--items', 'SRC', '--run', run_dir.absolute())}`")
     refuse_links(run_dir, drop_zones=("outputs",))  # outputs/: agents' files, read without following links
     manifest = read_json(run_dir / "run.json", "run manifest")
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:

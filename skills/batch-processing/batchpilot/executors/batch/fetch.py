@@ -34,6 +34,7 @@ from batchpilot.core import crash
 from batchpilot.api.client import describe_api_error
 from batchpilot.api.failures import describe
 from batchpilot.core.errors import BatchpilotError
+from batchpilot.core.shell import next_command
 from batchpilot.executors.batch.state import BatchState, RunState, record
 from batchpilot.core.progress import Progress
 from batchpilot.core.clock import now_iso
@@ -145,7 +146,7 @@ def _download(client: Any, run_dir: Path, batch: BatchState, raw: Path, progress
         return False
     part.unlink(missing_ok=True)
     raise BatchpilotError(f"results of batch {batch.id}: {DOWNLOAD_ATTEMPTS} downloads failed ({describe(last_error)})",
-                          "re-run `batchpilot fetch RUN`; finished downloads are kept")
+                          f"re-run `{next_command('fetch', Path(run_dir))}`; finished downloads are kept")
 
 
 def _archived(client: Any, batch: BatchState, exc: Any, progress: Progress) -> bool:

@@ -18,7 +18,7 @@ from batchpilot.core import crash
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import iter_jsonl
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import emulate_flag, next_command
+from batchpilot.core.shell import next_command
 from batchpilot.executors.batch.driver import batch_client, counts_receipt, wait_and_fetch
 from batchpilot.executors.batch.fetch import fetch_ready
 from batchpilot.executors.batch.poll import (COUNT_KEYS, Pacer, Snapshot, describe_change, known_snapshot, poll_once,
@@ -28,25 +28,32 @@ from batchpilot.executors.batch.submit import ensure_first_round, submit_pending
 from batchpilot.executors.uploads import ensure_uploads, finish_uploads, uses_uploads
 from batchpilot.results.selection import DEFAULT_SELECTION, classify
 from batchpilot.rundir.lock import lock_holder, run_lock, try_run_lock
+from batchpilot.rundir.guard import bind_emulated, require_mode
 from batchpilot.rundir.manifest import RUNS_HOME, require_requests
+
+
+def batch_target(run_dir: Path, command: str, emulate: bool) -> bool:
+    """Refuse a run of another mode (unless it already has batch rounds); whether it runs on the emulator."""
+    require_requests(run_dir)
+    require_mode(run_dir, command, ("batch",), switched=bool(load_state(run_dir).rounds))
+    return bind_emulated(run_dir, emulate)
 
 
 def submit_job(run_dir: Path, emulate: bool, max_batch_requests: int | None, max_batch_bytes: int | None,
                progress: Progress) -> dict:
     """The `submit` receipt: the run's requests sharded into Message Batches, each created exactly once."""
-    require_requests(run_dir)
+    emulate = batch_target(run_dir, "submit", emulate)
     with run_lock(run_dir):
         with batch_client(emulate, run_dir) as client, sdk_errors():
             ensure_uploads(client, run_dir, progress)  # a --upload files run: its files first, then its shards
             ensure_first_round(run_dir, load_state(run_dir), max_requests=max_batch_requests, max_bytes=max_batch_bytes)
             result = submit_pending(client, run_dir, progress)
     state = load_state(run_dir)
-    emulated = emulate_flag(emulate)
     return {"command": "submit", "run": str(run_dir), **counts_receipt(run_dir),
             "created": result.created, "reconciled": result.reconciled,
             "batch_ids": [s.batch_id for r in state.rounds.values() for s in r.shards if s.batch_id],
             "pending_shards": result.pending, "blocked": result.blocked,
-            "next": next_command("status", run_dir, "--wait", *emulated)}
+            "next": next_command("status", run_dir, "--wait")}
 
 
 def status_job(run_dir: Path, emulate: bool, wait: bool, progress: Progress) -> dict:
@@ -55,7 +62,7 @@ def status_job(run_dir: Path, emulate: bool, wait: bool, progress: Progress) -> 
     `status --wait` polls and journals, so it is a writer and takes the run lock. Plain `status` polls only
     when nobody else holds the lock; while a writer works it answers from the journal and never fails.
     """
-    require_requests(run_dir)
+    emulate = batch_target(run_dir, "status", emulate)
     busy: dict | None = None
     with (run_lock(run_dir) if wait else _nullcontext(True)), try_run_lock(run_dir) as held:
         state = load_state(run_dir)
@@ -81,13 +88,12 @@ def status_job(run_dir: Path, emulate: bool, wait: bool, progress: Progress) -> 
     totals = snapshot.totals()
     open_ = [b.id for b in state.open_batches()]
     pending = 0 if (state.canceled or state.stopped) else len(state.pending())
-    emulated = emulate_flag(emulate)
     return {"command": "status", "run": str(run_dir), "rounds": len(state.rounds),
             "batches": [{"id": i, **v} for i, v in snapshot.batches.items()],
             "counts": {k: totals[k] for k in COUNT_KEYS}, "open": len(open_), "pending_shards": pending,
             "ended": not open_ and not pending,
-            "next": next_command("status", run_dir, "--wait", *emulated) if open_ or pending
-            else next_command("fetch", run_dir, *emulated),
+            "next": next_command("status", run_dir, "--wait") if open_ or pending
+            else next_command("fetch", run_dir),
             **({"locked_by": {k: busy.get(k) for k in ("pid", "command", "since")}} if busy is not None else {})}
 
 
@@ -101,7 +107,7 @@ def merge_snapshot(journaled: Snapshot, polled: Snapshot) -> Snapshot:
 
 def fetch_job(run_dir: Path, emulate: bool, progress: Progress) -> dict:
     """The `fetch` receipt: every ended batch's results downloaded into results.jsonl, each exactly once."""
-    require_requests(run_dir)
+    emulate = batch_target(run_dir, "fetch", emulate)
     with run_lock(run_dir):
         state = load_state(run_dir)
         for warning in retention_warnings(state):
@@ -155,7 +161,7 @@ def cancel_job(run_dir: Path, emulate: bool, progress: Progress) -> dict:
     """The `cancel` receipt: the run's open batches canceled, waited for, and what finished fetched."""
     import anthropic  # cancel always calls the API; the SDK stays off the path of the commands that do not
 
-    require_requests(run_dir)
+    emulate = batch_target(run_dir, "cancel", emulate)
     canceled = []
     with run_lock(run_dir):
         state = load_state(run_dir)

@@ -12,9 +12,10 @@ from batchpilot.api.client import api_client
 from batchpilot.api.failures import raise_if_unreachable
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import emulate_flag, next_command
+from batchpilot.core.shell import next_command
 from batchpilot.executors.direct.executor import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, run_direct
 from batchpilot.executors.direct.limiter import Limits
+from batchpilot.rundir.guard import API_MODES, bind_emulated, require_mode
 from batchpilot.rundir.manifest import open_run
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ def direct_job(run_dir: Path, emulate: bool, limits: Limits, concurrency: int | 
     `stopped: "interrupted"`, and its `next` resumes it.
     """
     open_run(run_dir)  # a clear error before any client or emulator starts
+    require_mode(run_dir, "direct", API_MODES)
+    emulate = bind_emulated(run_dir, emulate)
     config = direct_emulator_config(emulate, emulate_rpm, emulate_itpm, emulate_faults)
     with api_client(emulate, async_client=True, max_retries=0, emulator_config=config) as client:
         receipt = run_direct(
@@ -61,7 +64,7 @@ def direct_job(run_dir: Path, emulate: bool, limits: Limits, concurrency: int | 
     raise_if_unreachable(receipt["counts"], next_command("direct", run_dir))
     stopped = receipt["stopped"]
     if direct_unfinished(receipt):
-        nxt = next_command("direct", run_dir, *emulate_flag(emulate))
+        nxt = next_command("direct", run_dir)
         if stopped == "max_cost":
             progress.warn(f"stopped before exceeding --max-cost {max_cost}: {receipt['counts']['not_run']} item(s) not run; "
                           "re-run with a higher --max-cost to continue")

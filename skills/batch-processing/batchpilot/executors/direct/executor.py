@@ -358,6 +358,8 @@ class DirectExecutor:
                 ticker.cancel()
                 if installed:
                     loop.remove_signal_handler(signal.SIGINT)
+                # The last frame shows the final count, not the one of the last tick.
+                self.progress.update(tally.finished, tally.todo, tally.label(self.limiter, self.budget.spent))
                 self.progress.done()
                 # Jobs still queued count as not run; so does anything requests.jsonl had left.
                 not_run = max(0, tally.todo - tally.finished)

@@ -77,11 +77,16 @@ class DirectTally:
             return f"{short(value)}/{short(limit) if limit else '?'}"
 
         errored = sum(self.errored.values())
-        pace = min(filter(None, (req, self.sustainable_per_minute(limiter))), default=0.0)
+        # The ETA comes from the measured pace (items answered a minute, over the whole run so far); the
+        # limits' long-run pace is used only before the first answer.
+        elapsed = time.monotonic() - self.started
+        measured = self.finished / elapsed * 60 if self.finished and elapsed > 0 else 0.0
+        pace = measured or (self.sustainable_per_minute(limiter) or 0.0)
         eta = f"{(self.todo - self.finished) / pace * 60:.0f}s" if pace > 0 else "?"
-        return (f"{self.succeeded} ok {errored} err | {against(req, 'requests')} rpm | "
-                f"in {against(inp, 'input_tokens')} out {against(out, 'output_tokens')} tpm | "
-                f"429s {self.rate_limited} | ${spent:.4f} | ETA {eta}")
+        # Most important first: a narrow terminal cuts the end of the line.
+        return (f"{self.succeeded} ok {errored} err {self.retried} retries | ETA {eta} | ${spent:.4f} | "
+                f"{against(req, 'requests')} rpm | in {against(inp, 'input_tokens')} out "
+                f"{against(out, 'output_tokens')} tpm | 429s {self.rate_limited}")
 
     def journal_fields(self, not_run: int) -> dict:
         """The counts the `direct_stopped` journal event carries."""
