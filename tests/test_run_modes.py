@@ -88,3 +88,22 @@ def test_run_auto_with_emulate_rehearses_an_api_mode_even_for_a_handful(bp):
     assert r.code == 0, r.stderr
     assert r.receipt["mode"] == "batch" and r.receipt["counts"]["ok"] == 3
     assert "--emulate rehearses the API modes" in r.stderr
+
+
+def test_a_rehearsal_and_the_real_job_never_resume_each_other(bp, monkeypatch, emulator):
+    rehearsal = bp("run", "-t", "code-review", "-i", items(2), "--mode", "direct", "--emulate")
+    assert rehearsal.code == 0 and rehearsal.receipt["emulated"] is True, rehearsal.stderr
+    # The same job for real (a key, the API played by an emulator): a new run, not the rehearsal's placeholders.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator().base_url)
+    real = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "direct")
+    assert real.code == 0 and real.receipt["emulated"] is False, real.stderr
+    assert real.receipt["run"] != rehearsal.receipt["run"] and not real.receipt.get("finished")
+    assert real.receipt["direct"]["counts"]["succeeded"] == 2
+    # Typed again, each finds its own finished run.
+    again = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "direct", "--emulate")
+    assert again.receipt["finished"] is True and again.receipt["run"] == rehearsal.receipt["run"]
+    assert again.receipt["emulated"] is True
+    real_again = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "direct")
+    assert real_again.receipt["finished"] is True and real_again.receipt["run"] == real.receipt["run"]
+    assert real_again.receipt["emulated"] is False
