@@ -522,6 +522,9 @@ def test_a_read_only_run_directory_gives_error_and_hint_in_every_command(tmp_pat
             assert command == "status", (command, stderr)  # a read-only status of an ended run is fine
             continue
         assert_refused(code, stderr, 1, "")
+        if command in ("status", "fetch"):  # batch commands: the direct run's mode refuses them before any write
+            assert "is a direct-mode run" in stderr, (command, stderr)
+            continue
         assert "Read-only file system (EROFS)" in stderr or "read-only" in stderr.lower(), (command, stderr)
 
 
