@@ -21,7 +21,7 @@ from batchpilot.api.failures import raise_if_unreachable
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.modes import api_key_present, claude_on_path
 from batchpilot.core.progress import Progress
-from batchpilot.core.shell import next_command
+from batchpilot.core.shell import absolute_source, next_command
 from batchpilot.executors.agents import fanout_run
 from batchpilot.executors.batch.driver import batch_client, counts_receipt
 from batchpilot.executors.batch.rounds import NOTHING_LEFT, drive
@@ -119,8 +119,8 @@ def execute(run_dir: Path, mode: str, options: RunOptions, progress: Progress, j
 
 def rerun_command(job_kwargs: dict[str, Any], run_dir: Path, mode: str, options: RunOptions) -> str:
     """The `run` command that continues this run after its pilot (the pilot is recorded, not repeated)."""
-    words = ["run", "--template", job_kwargs["template_ref"], "--items", job_kwargs["items_src"], "--mode", mode,
-             "--run", run_dir]
+    words = ["run", "--template", absolute_source(job_kwargs["template_ref"]), "--items",
+             absolute_source(job_kwargs["items_src"]), "--mode", mode, "--run", run_dir]
     for flag, key in (("--model", "model"), ("--max-tokens", "max_tokens"), ("--price-in", "price_in"),
                       ("--price-out", "price_out"), ("--content-field", "content_field"), ("--file-field", "file_field")):
         if job_kwargs.get(key) is not None:
