@@ -105,6 +105,8 @@ ITEM_CASES = [
     ("csv-numeric-header", lambda: write("n.csv", "1,2\n3,4\n"), "looks like data"),
     ("csv-line-too-long", lambda: write("l.csv", "id,text\n1," + "y" * 80_000 + "\n"), "line 2: longer than"),
     ("dangling-symlink-only", lambda: (os.symlink("nowhere", "gone.py"), "gone.py")[1], "does not exist"),
+    ("jsonl-lone-surrogate-text", lambda: write("s.jsonl", '{"text": "a \\ud800 b"}\n'), "lone surrogate escape \\ud800"),
+    ("jsonl-lone-surrogate-id", lambda: write("si.jsonl", '{"id": "\\udfff", "text": "a"}\n'), "line 1: invalid JSON"),
 ]
 
 
@@ -547,3 +549,52 @@ def test_prepare_on_a_full_disk_leaves_no_half_run(tmp_path, base_run):
     assert_refused(code, stderr, 1, "No space left on device (ENOSPC)")
     assert sorted(in_private_mount.listing) == ["filler", "run", "src"]  # no run2, no .partial directory
     assert in_private_mount.after == {"prepare": "0"}
+
+
+# ------------------------------------------------------------------------------------ named: found in review
+
+def test_a_surrogate_pair_is_an_emoji_not_a_lone_surrogate():
+    write("emoji.jsonl", '{"id": "e", "text": "\\ud83d\\ude00 and a literal \\\\ud800"}\n')
+    r = run_cli("prepare", "-t", "code-review", "-i", "emoji.jsonl", "--run", "r")
+    assert r.code == 0, r.stderr
+    assert json.loads(Path("r/items.jsonl").read_text().splitlines()[0])["fields"]["text"].startswith("\U0001F600")
+
+
+def test_a_csv_header_of_100k_columns_answers_within_seconds():
+    columns = 100_000
+    write("wide.csv", ",".join(f"c{i}" for i in range(columns)) + "\n" + ",".join(["1"] * columns) + "\n")
+    r = sub("plan", "-t", "code-review", "-i", "wide.csv", timeout=20)  # was quadratic: minutes
+    assert_refused(r.returncode, r.stderr, 1, "oversized")
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_the_rest_prepared():
+    write("src/ok.py", "x = 1\n")
+    with open(os.fsencode("src/") + b"caf\xe9.py", "wb") as fh:  # a Latin-1 name, as old archives have
+        fh.write(b"y = 2\n")
+    r = sub("prepare", "-t", "code-review", "-i", "src", "--run", "r")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    receipt = json.loads(r.stdout)
+    assert receipt["items"] == 1 and receipt["skipped"] == {"unreadable": 1}
+    assert json.loads(Path("r/skipped.jsonl").read_text())["source"] == "src/caf\\xe9.py"
+
+
+@pytest.mark.parametrize("option", ["--var", "--content-field", "--model"])
+def test_an_argument_that_is_not_utf8_is_a_usage_error(option):
+    write("a.jsonl", '{"text": "a"}\n')
+    value = b"focus=\xff" if option == "--var" else b"\xff"
+    r = subprocess.run([os.fsencode(BP), b"prepare", b"-t", b"code-review", b"-i", b"a.jsonl", b"--run", b"r",
+                        option.encode(), value], capture_output=True, timeout=30)
+    assert_refused(r.returncode, r.stderr.decode(), 2, "is not UTF-8 text")
+    assert not Path("r").exists()
+
+
+@pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="/proc/kmsg (a regular-looking kernel file that "
+                    "blocks on read) is readable only by root on Linux; the non-blocking read is the same for any")
+def test_a_kernel_file_that_waits_for_data_is_skipped_not_waited_on():
+    os.symlink("/proc/kmsg", "kmsg.txt")
+    write("ok.txt", "hello\n")
+    r = sub("plan", "-t", "code-review", "-i", ".", timeout=20)  # was: blocked forever
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] == {"unreadable": 1}
+    r = sub("plan", "-t", "code-review", "-i", "kmsg.txt", timeout=20)
+    assert_refused(r.returncode, r.stderr, 1, "waits for data")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -65,6 +66,12 @@ class LazyGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        for word in sys.argv[1:] if args is None else args:
+            try:
+                str(word).encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes on argv: every receipt and run file is UTF-8
+                shown = os.fsencode(word).decode("utf-8", "backslashreplace")
+                fail(f"the argument '{shown}' is not UTF-8 text", "pass arguments (and file names) as UTF-8", 2)
         try:
             super().main(args=args, prog_name=prog_name or "batchpilot", standalone_mode=False, **extra)
         except BatchpilotError as exc:

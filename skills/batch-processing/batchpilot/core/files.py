@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from contextlib import contextmanager
@@ -27,11 +28,29 @@ def _refuse_constant(name: str) -> Any:
     raise JsonProblem(f"{name} is not a JSON number")
 
 
+# A \uD800-\uDFFF escape: JSON's grammar allows it alone, but a lone one is no Unicode character and could
+# never be written to UTF-8 again (a traceback at the first write). Pairs (emoji) decode to one character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_B = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(text: str | bytes, value: Any) -> None:
+    pattern = _SURROGATE_ESCAPE_B if isinstance(text, (bytes, bytearray)) else _SURROGATE_ESCAPE
+    if not pattern.search(text):
+        return  # the common case costs one scan, no re-encoding
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise JsonProblem(f"a lone surrogate escape \\u{ord(exc.object[exc.start]):04x} is not a Unicode character") from None
+
+
 def parse_json(text: str | bytes) -> Any:
-    """Standard JSON only: `NaN`/`Infinity` refused, and too-deep nesting or a number too long to convert
+    """Standard JSON only: `NaN`/`Infinity` and lone surrogate escapes refused, and too-deep nesting or a number too long to convert
     (Python raises RecursionError / a bare ValueError for those) become a `JsonProblem` naming the cause."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant)
+        _refuse_lone_surrogates(text, value)
+        return value
     except JsonProblem:
         raise
     except json.JSONDecodeError as exc:

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, TextIO
 
@@ -163,6 +164,14 @@ def _list_files(src: str) -> list[str]:
     return found
 
 
+def _utf8_name(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_file(path: str, max_bytes: int, skip: SkipFn) -> str | None:
     try:
         data = read_bounded(path, max_bytes)
@@ -193,6 +202,9 @@ def _read_file(path: str, max_bytes: int, skip: SkipFn) -> str | None:
 def _iter_files(paths: list[str], base: str, max_bytes: int, skip: SkipFn, inline: bool = True) -> Iterator[Item]:
     names = [os.path.relpath(p, base) if base else p for p in paths]
     for path, cid in zip(paths, file_ids(names)):
+        if not _utf8_name(path):  # the run's files are UTF-8 JSON: such a name could never be written down
+            skip(os.fsencode(path).decode("utf-8", "backslashreplace"), "unreadable", "the file name is not UTF-8")
+            continue
         fields = {"name": os.path.basename(path), "ext": os.path.splitext(path)[1].lstrip(".")}
         if os.path.isfile(path) and sniff_file(path):
             media = _attach(path, path, skip, inline)
@@ -375,7 +387,7 @@ def _check_header(path: str, header: list[str] | None) -> None:
     names = [h.strip() for h in header]
     if any(not n for n in names):
         raise BatchpilotError(f"{path}: the header row has an empty column name", hint)
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, count in Counter(names).items() if count > 1)  # not names.count: 10^5 columns
     if dupes:
         raise BatchpilotError(f"{path}: the header row repeats column {dupes[0]!r}", hint)
     if all(re.fullmatch(r"[-+]?\d+(\.\d+)?", n) for n in names):

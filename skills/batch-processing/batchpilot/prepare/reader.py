@@ -3,7 +3,8 @@
 * `kind_of(path)` names what a path is (`file`, `directory`, `FIFO`, `character device`, ...) without opening
   it: only regular files are ever opened, so a FIFO, a socket or `/dev/zero` cannot block or flood us.
 * `open_regular(path)` opens without blocking and re-checks the opened descriptor (a path swapped for a FIFO
-  between the check and the open is still refused), then returns a binary file object.
+  between the check and the open is still refused), then returns a binary file object that stays
+  non-blocking: a "regular" file that waits for data (`/proc/kmsg`) raises `BlockingIOError`, never hangs.
 * `read_bounded(path, max_bytes)` reads a whole file item: size checked before reading, and never more than
   `max_bytes + 1` bytes read even if the file grows meanwhile.
 * `sniff(head)` is the one "look at the first bytes, then decide" step: today NUL bytes mean binary; other
@@ -14,6 +15,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 from typing import BinaryIO, Iterator
@@ -29,6 +32,20 @@ _KINDS = [(stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "
 
 class NotRegular(OSError):
     """The path is a FIFO, device, socket or directory: never read as an item."""
+
+
+class _NeverWait(io.BufferedReader):
+    """A reader over a non-blocking descriptor: "no data yet" is an OSError, not a wait and not an end.
+
+    Real files never say "no data yet"; kernel files such as /proc/kmsg stat as regular files and block
+    forever on a blocking read (a walk of /proc would hang on it).
+    """
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if data is None:
+            raise BlockingIOError(errno.EAGAIN, "waits for data that may never come (not a file on disk)", self.raw.name)
+        return data
 
 
 def kind_name(mode: int) -> str:
@@ -50,9 +67,9 @@ def open_regular(path: str) -> BinaryIO:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise NotRegular(f"a {kind_name(mode)}, not a regular file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        raw = io.FileIO(fd, "rb")
+        raw.name = path  # named in errors
+        return _NeverWait(raw)  # kept non-blocking: see _NeverWait
     except BaseException:
         os.close(fd)
         raise
