@@ -598,3 +598,24 @@ def test_a_kernel_file_that_waits_for_data_is_skipped_not_waited_on():
     assert json.loads(r.stdout)["skipped"] == {"unreadable": 1}
     r = sub("plan", "-t", "code-review", "-i", "kmsg.txt", timeout=20)
     assert_refused(r.returncode, r.stderr, 1, "waits for data")
+
+
+def test_a_key_inside_the_base_url_is_never_printed_when_direct_gives_up():
+    from conftest import closed_port
+
+    run = "r"
+    assert sub("prepare", "-t", "code-review", "-i", sources(), "--run", run, "--mode", "direct").returncode == 0
+    env = {"ANTHROPIC_API_KEY": "sk-test-key",
+           "ANTHROPIC_BASE_URL": f"http://user:sk-ant-SECRET-in-url@127.0.0.1:{closed_port()}"}
+    r = sub("direct", run, env=env, timeout=60)  # the outage error named the raw URL
+    assert_refused(r.returncode, r.stderr, 1, "http://***@127.0.0.1")
+    assert "SECRET" not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("command", [("batches",), ("plan", "-t", "code-review", "-i", "src/*.py", "--count-tokens")])
+def test_a_malformed_base_url_is_an_error_without_the_key(command):
+    sources()
+    env = {"ANTHROPIC_API_KEY": "sk-test-key", "ANTHROPIC_BASE_URL": "http://user:sk-ant-SECRET-in-url@[::1"}
+    r = sub(*command, env=env)  # was: a traceback from the HTTP library, key included
+    assert_refused(r.returncode, r.stderr, 1, "is not a valid URL")
+    assert "SECRET" not in r.stderr + r.stdout

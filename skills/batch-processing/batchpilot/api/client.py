@@ -61,7 +61,13 @@ def _make(async_client: bool, **kwargs: Any) -> Any:
     import anthropic  # API commands only: the SDK stays off the start-up path of the others
 
     cls = anthropic.AsyncAnthropic if async_client else anthropic.Anthropic
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except Exception as exc:  # the HTTP library refuses a malformed ANTHROPIC_BASE_URL (InvalidURL) here
+        if "base_url" in kwargs or not os.environ.get("ANTHROPIC_BASE_URL"):
+            raise
+        raise BatchpilotError(f"ANTHROPIC_BASE_URL {shown_base_url()} is not a valid URL ({redact_url(str(exc))})",
+                              "set it to an address such as https://api.anthropic.com, or unset it") from None
 
 
 def describe_api_error(exc: Exception) -> BatchpilotError:

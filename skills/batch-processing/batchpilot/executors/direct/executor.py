@@ -376,7 +376,9 @@ class DirectExecutor:
 
     def _outage_error(self) -> BatchpilotError:
         """The Error/Hint of a run stopped because the API stopped answering (OUTAGE_AFTER failures in a row)."""
-        base = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        from batchpilot.api.client import shown_base_url  # the one redacting formatter of the API address
+
+        base = shown_base_url()
         done = self.tally.already_done + self.tally.succeeded
         why = self.outage.message if self.outage else "connection failed"
         return BatchpilotError(
