@@ -35,6 +35,20 @@ def clean_env(base_url: str | None, key: str | None = "test-key", **extra: str) 
     return env
 
 
+def api_starter(emulator, monkeypatch, tmp_path: Path, seed: int):
+    """A `start(**config)` that runs an emulator (logging to tmp_path/emulator.log) and points this test's
+    environment at it with a test key and the fast poll settings, as a user's shell would be."""
+    def start(**config):
+        config.setdefault("log_path", str(tmp_path / "emulator.log"))
+        emu = emulator(seed=seed, **config)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        for k, v in FAST.items():
+            monkeypatch.setenv(k, v)
+        return emu
+    return start
+
+
 def cli(cwd: Path, env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m batchpilot ARGS` in `cwd`, with this interpreter (the test venv's)."""
     return subprocess.run([sys.executable, "-m", "batchpilot", *map(str, args)], cwd=cwd, env=env,

@@ -20,22 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from reliability.harness import FAST, write_items, write_tiny_template
+from reliability.harness import api_starter, write_items, write_tiny_template
 
 ITEMS = 16
 
 
 @pytest.fixture
 def api(emulator, monkeypatch, tmp_path):
-    def start(**config):
-        config.setdefault("log_path", str(tmp_path / "emulator.log"))
-        emu = emulator(seed=3, **config)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-        for k, v in FAST.items():
-            monkeypatch.setenv(k, v)
-        return emu
-    return start
+    return api_starter(emulator, monkeypatch, tmp_path, seed=3)
 
 
 def check_listed(run: Path, expect: dict[str, str]) -> dict[str, dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability.harness import FAST, write_items
+from reliability.harness import api_starter, write_items
 
 ITEMS = 8
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def api(emulator, monkeypatch, tmp_path):
-    def start(**config):
-        config.setdefault("log_path", str(tmp_path / "emulator.log"))
-        emu = emulator(seed=5, **config)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-        for k, v in FAST.items():
-            monkeypatch.setenv(k, v)
-        return emu
-    return start
+    return api_starter(emulator, monkeypatch, tmp_path, seed=5)
 
 
 def log_lines(tmp_path: Path) -> list[dict]:
