@@ -84,8 +84,9 @@ MODELS: dict[str, Model] = {
            batch_max_output=300_000, unverified="minimum cacheable prefix (512: third-party summaries)"),
         _m("claude-opus-4-8", 5.0, 25.0, 128_000, 1024, 0.1, "opus",
            "https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-8"),
-        _m("claude-opus-4-7", 5.0, 25.0, 128_000, 2048, 0.1, "opus", PRICING, refused_thinking=("enabled",),
-           unverified="minimum cacheable prefix (2,048: third-party summaries disagree, 2,048 or 4,096)"),
+        _m("claude-opus-4-7", 5.0, 25.0, 128_000, 4096, 0.1, "opus", PRICING, refused_thinking=("enabled",),
+           unverified="minimum cacheable prefix (4,096: third-party summaries disagree, 2,048 or 4,096; the higher "
+                      "fails safe)"),
         _m("claude-opus-4-6", 5.0, 25.0, 128_000, 4096, 0.1, "opus",
            "https://platform.claude.com/docs/en/build-with-claude/prompt-caching", tokenizer_factor=1.0),
         _m("claude-opus-4-5", 5.0, 25.0, 64_000, 4096, 0.1, "opus",
