@@ -91,11 +91,42 @@ def test_the_emulator_answers_forced_tool_use_with_400_on_the_models_that_refuse
     assert client.messages.create(**body, tool_choice={"type": "auto"}).content
 
 
+def _ttls(run: str) -> set:
+    return {(json.loads(line)["params"]["system"][0].get("cache_control") or {}).get("ttl")
+            for line in Path(run, "requests.jsonl").read_text().splitlines()}
+
+
+def test_batch_caching_follows_the_jobs_size_and_plan_prices_what_prepare_sends(bp):
+    """One request has nothing to read back (no cache); a small batch is processed within minutes (5-minute
+    cache, cheaper to write); a large one outlives 5-minute entries (1-hour cache)."""
+    src = Path("src")
+    src.mkdir()
+    for i in range(400):
+        (src / f"m{i:03d}.py").write_text(f"def f{i}(x):\n    return x / {i}\n")
+    for items, count, ttl in (("src/m000.py", 1, None), ("src/m00*.py", 10, "5m"), ("src/*.py", 400, "1h")):
+        run = f"r{count}"
+        receipt = bp("prepare", "--template", "code-review", "--items", items, "--run", run)
+        assert receipt.code == 0, receipt.stderr
+        assert receipt.receipt["cache"]["ttl"] == (ttl or "none"), receipt.receipt["cache"]
+        assert f"{count} requests" in receipt.receipt["cache"]["why"]
+        assert json.loads(Path(run, "run.json").read_text())["cache"] == receipt.receipt["cache"]
+        assert _ttls(run) == {ttl}  # every request carries the choice, not the one made before the count
+        planned = bp("plan", "--template", "code-review", "--items", items).receipt
+        assert planned["cache"]["batch_choice"] == (ttl or "none")
+        assert planned["cache"]["batch_requests"] == receipt.receipt["cache"]
+        assert planned["modes"]["batch_cached"]["cache"] == (ttl or "none")
+        costs = planned["cache"]["batch_prefix_cost"]
+        assert min(costs, key=costs.get) == (ttl or "none")
+    forced = bp("prepare", "--template", "code-review", "--items", "src/m000.py", "--run", "forced", "--cache", "1h")
+    assert _ttls("forced") == {"1h"} and forced.receipt["cache"]["why"] == "--cache 1h"
+
+
 def test_the_cache_choice_is_stated_and_a_flag_overrides_it(bp):
     Path("a.py").write_text("def f(x):\n    return x / 0\n")
-    auto = bp("prepare", "--template", "code-review", "--items", "a.py", "--run", "auto")
+    Path("b.py").write_text("def g(x):\n    return x / 1\n")
+    auto = bp("prepare", "--template", "code-review", "--items", "*.py", "--run", "auto")
     assert auto.code == 0, auto.stderr
-    assert auto.receipt["cache"]["ttl"] == "1h" and "break-even" in auto.receipt["cache"]["why"]
+    assert auto.receipt["cache"]["ttl"] == "5m" and "5-minute" in auto.receipt["cache"]["why"]
     none = bp("prepare", "--template", "code-review", "--items", "a.py", "--run", "none", "--cache", "none")
     assert none.receipt["cache"] == {"ttl": "none", "why": "--cache none"}
     params = json.loads(Path("none/requests.jsonl").read_text())["params"]

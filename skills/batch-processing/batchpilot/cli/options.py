@@ -49,7 +49,8 @@ def job_options(fn: Callable) -> Callable:
         click.option("--price-in", type=click.FloatRange(min=0), default=None, help="USD per million input tokens, for a model batchpilot does not know."),
         click.option("--cache", type=click.Choice(["auto", "1h", "5m", "none"]), default="auto", show_default=True,
                      help="Prompt cache for the shared instructions: auto (5-minute in direct mode; in batch mode "
-                          "1-hour when the assumed hit rate beats its break-even), or force one, or none."),
+                          "the cheapest for the job's size: none for one request, 5-minute for a small batch, "
+                          "1-hour for a large one), or force one, or none."),
         click.option("--price-out", type=click.FloatRange(min=0), default=None, help="USD per million output tokens, with --price-in."),
     ]
     for option in reversed(options):

@@ -38,7 +38,7 @@ def plan(ctx: click.Context, urgent: bool, needs_tools: bool, dependent: bool, c
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), default=None,
               help="Run directory (default: .batchpilot/runs/<timestamp>-<template>).")
 @click.option("--mode", type=click.Choice(MODES), default="batch", show_default=True,
-              help="Executor the requests are shaped for (batch uses the 1-hour prompt cache).")
+              help="Executor the requests are shaped for (its prompt cache: see --cache).")
 @click.pass_context
 def prepare(ctx: click.Context, run_dir: Path | None, mode: str, **kw: Any) -> None:
     """Create a run directory: run.json, items.jsonl, requests.jsonl, schema.json, journal.jsonl.

@@ -9,8 +9,10 @@ stop or continue with the rest in the chosen mode without redoing the pilot item
    so a killed pilot re-run sends no answered item again. Then the run is merged, so the pilot's results
    can be read in merged.jsonl and report.md.
 3. Measurement (`measure`): billed tokens (input, output, cache read and write), cost, the invalid share.
-   The whole job is extrapolated from it: billed input is the local estimate scaled by the pilot's
-   billed/estimated ratio; output follows a power law of the input size, out = a * in^b, fitted by least
+   The whole job is extrapolated from it: the shared (cached) prefix is the length the pilot was billed for
+   it, the rest of each request's input is the local estimate scaled by the pilot's billed/estimated ratio of
+   that rest; output follows a power law of the item's own size (`item_tokens`: its messages, without the
+   instructions every request shares), out = a * in^b, fitted by least
    squares on the pilot's log sizes (b ~ 0 when answers have one length whatever the item, larger when they
    grow with it), with the mean residual factor so the fit is unbiased. Cost and time per mode are plan's
    formulas (`prepare.plan.mode_costs`) on those tallies, plus what the pilot already cost.
@@ -34,7 +36,7 @@ from typing import Any
 from batchpilot.core.files import atomic_write_json, read_json
 from batchpilot.core.models import USAGE_KEYS, cost_usd
 from batchpilot.core.progress import Progress
-from batchpilot.core.tokens import estimate_input_tokens
+from batchpilot.core.tokens import REQUEST_OVERHEAD, estimate_input_tokens, request_segments
 from batchpilot.prepare.estimates import OUTPUT_SPREAD
 from batchpilot.prepare.plan import Tally, cached_prefix_tokens, mode_costs
 from batchpilot.results.summary import run_prices
@@ -143,6 +145,15 @@ def _write_todo(run_dir: Path, ids: set[str]) -> int:
     return count
 
 
+def item_tokens(params: dict) -> int:
+    """The estimated tokens of the request's messages alone: the item's own size, what its answer grows with.
+
+    The instructions, schema and tools are the same in every request; counting them in would squeeze the
+    sizes together on a log scale and steepen the fitted exponent, so long items would be over-predicted.
+    """
+    return estimate_input_tokens({"model": params.get("model"), "messages": params.get("messages") or []}) - REQUEST_OVERHEAD
+
+
 def fit_power_law(points: list[tuple[float, float]]) -> tuple[float, float, float]:
     """(a, b, smear) of out = smear * a * in^b fitted on log-log points (in, out > 0); b = 0 for < 2 sizes."""
     pts = [(math.log(max(x, 1)), math.log(max(y, 1))) for x, y in points]
@@ -164,7 +175,7 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
     billed = {k: 0 for k in USAGE_KEYS}
     cost = 0.0
     points: list[tuple[float, float]] = []
-    estimated_in = billed_in = 0
+    estimated_in = billed_in = estimated_prefix = billed_prefix = 0
     with open(run_dir / PILOT_FILE, "rb") as fh:
         for line in fh:
             request = json.loads(line)
@@ -179,7 +190,9 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
             paid_in = sum(int(usage.get(k) or 0) for k in USAGE_KEYS if k != "output_tokens")
             estimated_in += estimate
             billed_in += paid_in
-            points.append((estimate, int(usage.get("output_tokens") or 0)))
+            estimated_prefix += cached_prefix_tokens(request["params"])
+            billed_prefix += int(usage.get("cache_read_input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0)
+            points.append((item_tokens(request["params"]), int(usage.get("output_tokens") or 0)))
     answered = len(points)
     figures: dict[str, Any] = {
         "items": len(ids), "answered": answered, "ids_file": PILOT_FILE, "billed_tokens": billed,
@@ -191,19 +204,29 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
         figures["extrapolated"] = None
         return figures
     a, b, smear = fit_power_law(points)
-    input_ratio = billed_in / max(estimated_in, 1)
+    # The shared prefix is measured, not scaled: every answered pilot request either read it from the cache or
+    # wrote it, so (read + written) / answered is its billed length (0 when the API cached nothing, e.g. below
+    # the model's minimum). Only the rest of each request is scaled by billed/estimated. The prefix weighs far
+    # more in batch mode (a miss rewrites it at 2x) than in direct (0.1x reads), so scaling it by the ratio of
+    # the whole request, dominated by the items, mis-prices batch caching when the instructions and the items
+    # tokenize differently.
+    prefix = round(billed_prefix / answered) if billed_prefix else 0
+    if prefix:
+        input_ratio = (billed_in - billed_prefix) / max(estimated_in - estimated_prefix, 1)
+    else:
+        input_ratio, estimated_prefix = billed_in / max(estimated_in, 1), 0
     rest = Tally(spread=OUTPUT_SPREAD["pilot"], input_error=0.05)
-    prefix = 0
     with open(run_dir / REST_FILE, "rb") as fh:
         for line in fh:
             params = json.loads(line)["params"]
             estimate = estimate_input_tokens(params)
-            predicted = min(round(smear * a * max(estimate, 1) ** b), int(params.get("max_tokens") or 0))
-            rest.add(params, predicted, input_tokens=round(estimate * input_ratio))
-            prefix = max(prefix, cached_prefix_tokens(params))
-    rest.prefix_tokens = round(prefix * input_ratio)
-    modes = mode_costs(rest, prices)
-    figures["fit"] = {"output_per_item": f"{smear * a:.3g} x input^{b:.2f}", "input_billed_per_estimated": round(input_ratio, 3)}
+            predicted = min(round(smear * a * max(item_tokens(params), 1) ** b), int(params.get("max_tokens") or 0))
+            own = estimate - (cached_prefix_tokens(params) if prefix else 0)
+            rest.add(params, predicted, input_tokens=prefix + round(max(own, 0) * input_ratio))
+    rest.prefix_tokens = prefix
+    modes = mode_costs(rest, prices, _rest_ttl(run_dir))
+    figures["fit"] = {"output_per_item": f"{smear * a:.3g} x input^{b:.2f}",
+                      "input_billed_per_estimated": round(input_ratio, 3), "cached_prefix_billed": prefix}
     figures["extrapolated"] = {
         name: {"cost_usd": None if m.cost_usd is None else round(cost + m.cost_usd, 4),
                "cost_range_usd": None if m.cost_range is None else [round(cost + m.cost_range[0], 4), round(cost + m.cost_range[1], 4)],
@@ -214,12 +237,21 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
     return figures
 
 
-def mode_key(mode: str, run_dir: Path) -> str:
-    """The extrapolation row that describes the rest as the run will send it (cached or not)."""
+def _rest_ttl(run_dir: Path) -> str | None:
+    """The cache TTL the rest's requests carry ("5m", "1h"), None when they carry none."""
     with open(run_dir / REST_FILE, "rb") as fh:
         first = fh.readline()
-    cached = bool(first) and cached_prefix_tokens(json.loads(first)["params"]) > 0
-    return f"{mode}_cached" if cached else mode
+    if not first:
+        return None
+    for segment in request_segments(json.loads(first)["params"]):
+        if segment.cache_ttl:
+            return segment.cache_ttl
+    return None
+
+
+def mode_key(mode: str, run_dir: Path) -> str:
+    """The extrapolation row that describes the rest as the run will send it (cached or not)."""
+    return f"{mode}_cached" if _rest_ttl(run_dir) else mode
 
 
 def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: float | None, run_direct_pilot,
@@ -258,6 +290,10 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
             atomic_write_json(state_path, state)
     figures = state["figures"]
     key = mode_key(mode, run_dir)
+    if state.get("mode_key") != key:  # the row the run continues in, for the report
+        with run_lock(run_dir):
+            state["mode_key"] = key
+            atomic_write_json(state_path, state)
     chosen = (figures.get("extrapolated") or {}).get(key) or {}
     receipt = {**figures, "mode": key, "whole_job": chosen}
     stop = None

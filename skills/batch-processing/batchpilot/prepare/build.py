@@ -26,9 +26,12 @@ sent.
 The shared system block carries `cache_control` when the cacheable prefix (tools + system) is at least the
 model's minimum cacheable length (counted without the tokenizer factor: an underestimate only leaves a prefix
 uncached) and the cache choice (`--cache`, `cache_choice`) wants it: `auto` takes the 5-minute cache in
-direct mode, where requests follow one another, and in batch mode the 1-hour one (a batch outlives a
-5-minute entry) when the assumed in-batch hit rate beats its break-even (`prepare.estimates`), else none;
-`1h`, `5m` and `none` force a choice. `cache_choice` says which and why, and run.json records it.
+direct mode, where requests follow one another, and in batch mode the cheapest of none, 5 minutes and 1 hour
+by expected value for the job's size at the assumed in-batch hit rate (`prepare.estimates.batch_cache_choice`:
+small batches 5 minutes, large ones 1 hour, a single request none). The size is known only once the items have
+streamed, so requests are built for a large batch and `retarget` + `restamp` re-mark them when the count
+changes the choice. `1h`, `5m` and `none` force a choice. `cache_choice` says which and why, and run.json
+records it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 
 from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.models import accepts_forced_tool, find_model
-from batchpilot.prepare.estimates import BATCH_HIT_RATE, break_even_hit_rate
+from batchpilot.prepare.estimates import batch_cache_choice
 from batchpilot.prepare.schema_rules import api_schema_problems
 from batchpilot.prepare.templates import TEMPLATES_DIR, Template, bind_variables, render
 from batchpilot.core.tokens import estimate_json, estimate_text
@@ -105,8 +108,9 @@ def style_for_model(template: Template, model: str) -> tuple[Template, str | Non
     return dataclasses.replace(template, output_style=style), note
 
 
-def choose_cache(cache: str, mode: str, eligible: bool, model: Any) -> tuple[str | None, str]:
-    """(the TTL to mark the shared instructions with, or None; why)."""
+def choose_cache(cache: str, mode: str, eligible: bool, model: Any, requests: int | None = None) -> tuple[str | None, str]:
+    """(the TTL to mark the shared instructions with, or None; why). `requests`: the job's size when known
+    (None while the items are still streaming: a large batch is assumed until the count is in)."""
     if not eligible:
         return None, "the shared instructions are below the model's minimum cacheable length"
     if cache == "none":
@@ -116,12 +120,9 @@ def choose_cache(cache: str, mode: str, eligible: bool, model: Any) -> tuple[str
     if mode != "batch":
         return "5m", "direct requests follow one another, so the 5-minute cache stays warm"
     read = model.read_multiplier if model else 0.1
-    write = model.write_1h if model else 2.0
-    even = break_even_hit_rate(write, read)
-    if BATCH_HIT_RATE > even:
-        return "1h", (f"a batch outlives a 5-minute entry; at the assumed {BATCH_HIT_RATE:.0%} in-batch hit rate the "
-                      f"1-hour cache saves money (break-even {even:.0%})")
-    return None, f"the assumed {BATCH_HIT_RATE:.0%} in-batch hit rate is below the 1-hour cache's break-even {even:.0%}"
+    write_5m, write_1h = (model.write_5m, model.write_1h) if model else (1.25, 2.0)
+    choice, _, why = batch_cache_choice(requests, write_5m, write_1h, read)
+    return (None if choice == "none" else choice), f"{'no cache' if choice == 'none' else choice + ' cache'}: {why}"
 
 
 class RequestBuilder:
@@ -141,10 +142,25 @@ class RequestBuilder:
         known = find_model(model)
         min_cache = known.min_cache_tokens if known else DEFAULT_MIN_CACHE_TOKENS
         prefix_tokens = estimate_text(self.system) + sum(estimate_json(t) for t in self.tools or [])
-        self.cache_ttl, why = choose_cache(cache, mode, prefix_tokens >= min_cache, known)
-        self.cached = self.cache_ttl is not None
-        self.cache_choice = {"ttl": self.cache_ttl or "none", "why": why}
+        self._cache_args = (cache, mode, prefix_tokens >= min_cache, known)
+        self._set_cache(*choose_cache(*self._cache_args))
         self.upload = upload
+
+    def _set_cache(self, ttl: str | None, why: str) -> None:
+        self.cache_ttl = ttl
+        self.cached = ttl is not None
+        self.cache_choice = {"ttl": ttl or "none", "why": why}
+
+    def retarget(self, requests: int) -> bool:
+        """Choose the cache again now that the job's size is known; True when the TTL changed, and every
+        request built so far must then be `restamp`ed."""
+        before = self.cache_ttl
+        self._set_cache(*choose_cache(*self._cache_args, requests=requests))
+        return self.cache_ttl != before
+
+    def restamp(self, params: dict) -> dict:
+        """`params` (built by this builder) with its instructions' cache mark set to the current choice."""
+        return {**params, "system": self.system_blocks()}
 
     def system_blocks(self) -> list[dict]:
         block: dict[str, Any] = {"type": "text", "text": self.system}

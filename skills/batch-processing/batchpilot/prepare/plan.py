@@ -9,8 +9,9 @@ endpoint on a sample when asked. Costs per mode:
 * direct_cached — standard price, the shared prefix written once to the 5-minute cache (1.25x) and read by
   every other request: what `prepare --mode direct` sends when the prefix is cacheable;
 * batch — 50% of standard;
-* batch_cached — 50%, with the shared prefix in the 1-hour cache (2x): what batch mode sends. Cache hits
-  in a batch are best-effort, reported at 30-98% (https://platform.claude.com/docs/en/build-with-claude/
+* batch_cached — 50%, with the shared prefix in the cache batch mode chooses for the job's size
+  (`estimates.batch_cache_choice`: 1 hour (2x writes) for a large batch, 5 minutes (1.25x) for a small one,
+  none when caching would cost more): what batch mode sends. Cache hits in a batch are best-effort, reported at 30-98% (https://platform.claude.com/docs/en/build-with-claude/
   batch-processing); the expected cost assumes BATCH_HIT_RATE, the middle of that, and a miss writes the
   prefix again;
 * agents / headless — billed to the user's Claude Code plan, so tokens only and no dollar figure.
@@ -45,7 +46,8 @@ from batchpilot.core.progress import Progress
 from batchpilot.core.shell import absolute_source, next_command
 from batchpilot.core.tokens import ESTIMATE_ERROR, estimate_input_tokens, request_segments
 from batchpilot.prepare.estimates import (BATCH_HIT_RANGE, BATCH_HIT_RATE, OUTPUT_SPREAD, OutputEstimate,
-                                          break_even_hit_rate, cache_advice, output_estimate)
+                                          batch_cache_choice, batch_hit_rates, cache_advice, output_estimate,
+                                          prefix_cost)
 from batchpilot.prepare.items import describe_skipped
 from batchpilot.prepare.job import open_job
 
@@ -141,34 +143,47 @@ class Mode:
                 **self.extra}
 
 
-def _costs(t: Tally, prices: Prices, batch_hit_rate: float) -> dict[str, float]:
-    """The dollar cost of each priced mode for the tally, batch cache hits at `batch_hit_rate`."""
+def _costs(t: Tally, prices: Prices, batch_ttl: str | None, hit_rate: float) -> dict[str, float]:
+    """The dollar cost of each priced mode for the tally; a batch's shared prefix under `batch_ttl` (None: not
+    cached), its in-batch hits at `hit_rate` for a 1-hour entry (`estimates.batch_hit_rates`)."""
     per = 1_000_000
 
-    def with_cache(write: float, hit_rate: float) -> float:
+    def with_cache(write: float, hit: float) -> float:
         """Standard-price cost with the prefix written once, then read on a hit and written again on a miss."""
-        later = (t.requests - 1) * (hit_rate * prices.read_multiplier + (1 - hit_rate) * write)
-        prefix_cost = t.prefix_tokens * prices.input * (write + later)
+        prefix_cost_ = t.prefix_tokens * prices.input * prefix_cost(t.requests, write, prices.read_multiplier, hit)
         rest = (t.input_tokens - t.prefix_tokens * t.requests) * prices.input
-        return (prefix_cost + rest + t.output_tokens * prices.output) / per
+        return (prefix_cost_ + rest + t.output_tokens * prices.output) / per
 
     direct = (t.input_tokens * prices.input + t.output_tokens * prices.output) / per
     out = {"direct": direct, "batch": direct * BATCH_DISCOUNT, "direct_cached": direct, "batch_cached": direct * BATCH_DISCOUNT}
     if t.prefix_tokens and t.requests:
         # The TTL follows the mode (build.choose_cache), and so does the write price.
         out["direct_cached"] = with_cache(prices.write_5m, 1.0)
-        out["batch_cached"] = with_cache(prices.write_1h, batch_hit_rate) * BATCH_DISCOUNT
+        if batch_ttl:
+            write = prices.write_1h if batch_ttl == "1h" else prices.write_5m
+            out["batch_cached"] = with_cache(write, batch_hit_rates(t.requests, hit_rate)[batch_ttl]) * BATCH_DISCOUNT
     return out
 
 
-def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
-    """Cost (expected and range) and duration per mode for the tallied job."""
+def batch_ttl_for(t: Tally, prices: Prices | None) -> str | None:
+    """The TTL batch mode's `auto` picks for this job (`estimates.batch_cache_choice`), None for no cache."""
+    if prices is None or not t.prefix_tokens:
+        return None
+    choice, _, _ = batch_cache_choice(t.requests, prices.write_5m, prices.write_1h, prices.read_multiplier)
+    return None if choice == "none" else choice
+
+
+def mode_costs(t: Tally, prices: Prices | None, batch_ttl: str | None = "auto") -> dict[str, Mode]:
+    """Cost (expected and range) and duration per mode for the tallied job. `batch_ttl`: the cache the batch
+    requests carry ("5m", "1h", None for none), or "auto" for what batch mode would choose for the job."""
     direct = direct_cached = batch = cached = None
     ranges: dict[str, tuple[float, float]] = {}
+    if batch_ttl == "auto":
+        batch_ttl = batch_ttl_for(t, prices)
     if prices is not None:
-        expected = _costs(t, prices, BATCH_HIT_RATE)
-        low = _costs(t.scaled(1 - t.input_error, t.spread[0]), prices, BATCH_HIT_RANGE[1])
-        high = _costs(t.scaled(1 + t.input_error, t.spread[1]), prices, BATCH_HIT_RANGE[0])
+        expected = _costs(t, prices, batch_ttl, BATCH_HIT_RATE)
+        low = _costs(t.scaled(1 - t.input_error, t.spread[0]), prices, batch_ttl, BATCH_HIT_RANGE[1])
+        high = _costs(t.scaled(1 + t.input_error, t.spread[1]), prices, batch_ttl, BATCH_HIT_RANGE[0])
         ranges = {name: (low[name], high[name]) for name in expected}
         direct, batch, direct_cached, cached = (expected[k] for k in ("direct", "batch", "direct_cached", "batch_cached"))
     direct_seconds = max(
@@ -189,16 +204,24 @@ def mode_costs(t: Tally, prices: Prices | None) -> dict[str, Mode]:
                               cost_range=ranges.get("direct_cached")),
         "batch": Mode("batch", batch, BATCH_TYPICAL_SECONDS, "50% price; most batches end within 1 hour, at most 24 hours",
                       {"max_seconds": BATCH_MAX_SECONDS}, ranges.get("batch")),
-        "batch_cached": Mode("batch_cached", cached, BATCH_TYPICAL_SECONDS,
-                             f"50% price, shared instructions in the 1-hour cache; cache hits in a batch are best-effort "
-                             f"(expected at {BATCH_HIT_RATE:.0%}, range {BATCH_HIT_RANGE[0]:.0%}-{BATCH_HIT_RANGE[1]:.0%})"
-                             if t.prefix_tokens else "the shared instructions are below the model's minimum cacheable length",
-                             {"max_seconds": BATCH_MAX_SECONDS}, ranges.get("batch_cached")),
+        "batch_cached": Mode("batch_cached", cached, BATCH_TYPICAL_SECONDS, _batch_cached_note(t, batch_ttl),
+                             {"max_seconds": BATCH_MAX_SECONDS, "cache": batch_ttl or "none"}, ranges.get("batch_cached")),
         "agents": Mode("agents", None, math.ceil(t.requests / WAVE_SIZE) * SECONDS_PER_WAVE,
                        f"Claude Code subagents in waves of {WAVE_SIZE}; {plan_note}"),
         "headless": Mode("headless", None, math.ceil(t.requests / HEADLESS_PARALLEL) * SECONDS_PER_HEADLESS_ITEM,
                          f"`claude -p` subprocesses, {HEADLESS_PARALLEL} at a time; {plan_note}"),
     }
+
+
+def _batch_cached_note(t: Tally, batch_ttl: str | None) -> str:
+    if not t.prefix_tokens:
+        return "the shared instructions are below the model's minimum cacheable length"
+    if not batch_ttl:
+        return "50% price; for this job's size caching the shared instructions costs more than it saves, so none"
+    hits = batch_hit_rates(t.requests, BATCH_HIT_RATE)
+    ttl = "1-hour" if batch_ttl == "1h" else "5-minute"
+    return (f"50% price, shared instructions in the {ttl} cache; cache hits in a batch are best-effort (expected at "
+            f"{hits[batch_ttl]:.0%}, range {BATCH_HIT_RANGE[0]:.0%}-{BATCH_HIT_RANGE[1]:.0%} for a 1-hour entry)")
 
 
 def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool, api_key: bool = True,
@@ -225,11 +248,13 @@ def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool, api_
 
 def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, urgent: bool, dependent: bool,
                token_source: str, output: OutputEstimate | None = None, api_key: bool = True,
-               claude_cli: bool = False) -> dict:
-    """The plan receipt's body."""
+               claude_cli: bool = False, batch_cache: dict | None = None) -> dict:
+    """The plan receipt's body. `batch_cache`: the cache choice batch requests would carry (ttl, why), as the
+    request builder made it for this job's size; None: batch mode's `auto` choice."""
     if output is not None:
         t.spread = output.spread
-    modes = mode_costs(t, prices)
+    batch_ttl = "auto" if batch_cache is None else (None if batch_cache["ttl"] == "none" else batch_cache["ttl"])
+    modes = mode_costs(t, prices, batch_ttl)
     mode, reason = recommend(t.requests, needs_tools, urgent, dependent, api_key, claude_cli)
     low, high = t.spread
     return {
@@ -247,7 +272,7 @@ def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, u
             **_media_tokens(t),
         },
         **({"attachments": t.listed} if t.listed else {}),
-        "cache": cache_advice(t, prices),
+        "cache": {**cache_advice(t, prices), **({"batch_requests": batch_cache} if batch_cache else {})},
         "prices": None if prices is None else {"input_per_mtok": prices.input, "output_per_mtok": prices.output, "as_of": PRICES_AS_OF},
         "modes": {name: m.as_dict() for name, m in modes.items()},
         "recommended": {"mode": mode, "reason": reason},
@@ -294,8 +319,10 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
         source = f"count_tokens API on {len(sample)} of {tally.requests} requests, scaled"
         # counted, not estimated: what is left is the sample's spread; all requests counted leaves none
         tally.input_error = 0.0 if len(sample) == tally.requests else 0.05
+    job.builder.retarget(tally.requests)  # the cache choice prepare would make for this many requests
+    batch_cache = job.builder.cache_choice if job.mode == "batch" else None
     body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source,
-                      estimate, api_key_present(), claude_on_path())
+                      estimate, api_key_present(), claude_on_path(), batch_cache)
     warnings = []
     if job.prices is None:
         warnings.append(f"unknown model {job.model!r}: costs are null; spending commands refuse it unless --price-in and --price-out are given")

@@ -9,6 +9,7 @@ content, variables, model, options and items): then it is a no-op.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections import Counter
@@ -97,6 +98,8 @@ def create_run(
             for fh in (items_fh, req_fh):
                 fh.flush()
                 os.fsync(fh.fileno())
+        if count and builder.retarget(count):
+            _restamp_requests(tmp / "requests.jsonl", builder)
         skipped = Counter(reason for _, reason, _ in skipped_log)
         if count == 0:
             raise BatchpilotError(f"no items to process ({describe_skipped(skipped_log)})",
@@ -107,6 +110,7 @@ def create_run(
             "batchpilot_version": __version__,
             "created_at": now_iso(),
             **manifest_extra,
+            "cache": builder.cache_choice,  # as chosen for the job's size (`RequestBuilder.retarget`)
             "item_count": count,
             "skipped": dict(sorted(skipped.items())),
             "inputs_hash": "sha256:" + h.hexdigest(),
@@ -130,6 +134,18 @@ def create_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareResult(run_dir, count, skipped, False, manifest)
+
+
+def _restamp_requests(path: Path, builder: RequestBuilder) -> None:
+    """Rewrite the requests with the cache choice made for the job's size (a small batch: few lines)."""
+    tmp = path.with_name(path.name + ".restamp")
+    with open(path, "rb") as src, open(tmp, "w", encoding="utf-8") as dst:
+        for line in src:
+            request = json.loads(line)
+            dst.write(dumps({**request, "params": builder.restamp(request["params"])}) + "\n")
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
 
 
 def _won_by_other(run_dir: Path, inputs_hash: str) -> PrepareResult:
