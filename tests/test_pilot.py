@@ -3,8 +3,11 @@ figures and the whole job's extrapolation, and the rest runs in the chosen mode 
 
 from __future__ import annotations
 
+import html
 import json
 import random
+import re
+import subprocess
 from pathlib import Path
 
 from conftest import command
@@ -97,3 +100,76 @@ def test_a_pilot_refuses_file_uploads_before_preparing(bp):
            "--pilot", "2", "--run", "r")
     assert r.code == 1 and "Error: --pilot" in r.stderr and "Hint: run the pilot with --upload inline" in r.stderr
     assert not Path("r").exists()
+
+
+def estimate_rows(page: str) -> list[tuple[str, str]]:
+    """The (label, figure) rows of report.html's "Estimate vs billed" section, unescaped."""
+    section = page.split('<section id="estimate">', 1)[1].split("</section>", 1)[0]
+    return [(html.unescape(a), html.unescape(b)) for a, b in re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", section)]
+
+
+def narrow_overflow(page: Path, tmp_path: Path, width: int = 320) -> tuple[int, int, int]:
+    """(viewport width, page width, right edge of the estimate section) of `page` shown `width` px wide.
+
+    The page is framed by `srcdoc` (same origin, so the frame can be measured; its own policy still applies):
+    headless Chromium keeps windows at least ~500 px wide, a frame can be narrower."""
+    from test_report import CHROMIUM_FLAGS, chromium
+
+    probe = tmp_path / "narrow.html"
+    probe.write_text(f'<!DOCTYPE html><html><body><iframe id="f" width="{width}" height="800" srcdoc="'
+                     f'{html.escape(page.read_text(), quote=True)}"></iframe><script>document.getElementById("f")'
+                     '.addEventListener("load",function(){var d=this.contentDocument,e=d.documentElement,'
+                     's=d.getElementById("estimate");document.body.setAttribute("data-width",[e.clientWidth,'
+                     'e.scrollWidth,s?Math.ceil(s.getBoundingClientRect().right):-1].join(" "));});</script></body></html>')
+    args = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=3000",
+            "--dump-dom", probe.resolve().as_uri()]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = re.search(r'data-width="(\d+) (\d+) (-?\d+)"', out.stdout)
+    assert found, out.stdout[-2000:]
+    return tuple(int(n) for n in found.groups())
+
+
+def test_the_report_shows_the_pilots_estimate_against_the_bill(bp, tmp_path):
+    items = write_items(12)
+    args = ("run", "--template", "classify", "--items", items, "--var", "labels=billing,bug,other",
+            "--mode", "batch", "--emulate", "--run", "r", "--pilot", "4")
+    first = bp(*args, "--pilot-only")
+    assert first.code == 0, first.stderr
+    rows = dict(estimate_rows(Path("r/report.html").read_text()))
+    assert "billed so far (8 of 12 items without a result)" in rows  # stopped after the pilot: not the whole bill
+
+    again = bp(*args)
+    assert again.code == 0, again.stderr
+    pilot = json.loads(Path("r/pilot.json").read_text())["figures"]
+    summary = json.loads(Path("r/summary.json").read_text())
+    key = again.receipt["pilot"]["mode"]  # the extrapolation row of the mode the run continued in
+    whole = pilot["extrapolated"][key]
+    low, high = whole["cost_range_usd"]
+    rows = estimate_rows(Path("r/report.html").read_text())
+    tokens = pilot["billed_tokens"]
+    assert dict(rows) == {
+        "pilot items answered": "4 of 4",
+        "pilot billed cost": f"${pilot['billed_cost_usd']:,.4f}",
+        "pilot tokens in / out": f"{tokens['input_tokens']:,} / {tokens['output_tokens']:,}",
+        "pilot cache read / written": f"{pilot['cache']['read']:,} / {pilot['cache']['written']:,}",
+        "pilot invalid share": f"{100 * pilot['invalid_share']:.1f}%",
+        f"estimate after the pilot, {key} (range)": f"${whole['cost_usd']:,.4f} (${low:,.4f}–${high:,.4f})",
+        "billed, whole run": f"${summary['cost_usd']:,.4f}",
+        "billed / estimate": f"{summary['cost_usd'] / whole['cost_usd']:.2f}",
+    }
+    md = Path("r/report.md").read_text()
+    assert "## Estimate vs billed" in md
+    assert all(f"| {label} | {figure} |" in md for label, figure in rows)  # report.md says the same figures
+
+    # pilot.json's mode_key names the row; whatever it holds is shown as text, and a damaged figure as unknown
+    state = json.loads(Path("r/pilot.json").read_text())
+    Path("r/pilot.json").write_text(json.dumps({**state, "mode_key": "<img src=x onerror=alert(1)>",
+                                                "figures": {**state["figures"], "billed_tokens": "damaged"}}))
+    assert bp("report", "r").code == 0
+    page = Path("r/report.html").read_text()
+    assert "estimate after the pilot, &lt;img src=x onerror=alert(1)&gt; (range)" in page and "<img" not in page
+    assert dict(estimate_rows(page))["pilot tokens in / out"] == "unknown / unknown"
+
+    width, page_width, right = narrow_overflow(Path("r/report.html"), tmp_path)
+    assert page_width <= width and 0 < right <= width, (width, page_width, right)  # no sideways scrolling on a phone

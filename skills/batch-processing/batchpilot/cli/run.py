@@ -40,7 +40,7 @@ RUN_MODES = ("auto", *MODES)
               help="Headless mode: claude processes at once.")
 @click.option("--pilot", type=click.IntRange(min=1), default=None, metavar="N",
               help="First run N items (shortest, longest, random) through the direct API, measure them and "
-                   "extrapolate the whole job's cost per mode; then continue with the rest (batch or direct mode; "
+                   "extrapolate the whole job's cost per mode (the report sets it against the bill); then continue with the rest (batch or direct mode; "
                    "attachments inline, not --upload files).")
 @click.option("--pilot-only", is_flag=True,
               help="With --pilot: stop after the pilot (also the default when the extrapolated cost exceeds --max-cost).")

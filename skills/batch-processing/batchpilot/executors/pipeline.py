@@ -41,6 +41,7 @@ from batchpilot.rundir.guard import EMULATOR_DIR, bind_emulated, run_is_emulated
 from batchpilot.rundir.lock import project_lock, run_lock
 from batchpilot.rundir.lookup import find_run, is_finished, job_fingerprint
 from batchpilot.rundir.manifest import RUNS_HOME, open_run
+from batchpilot.report.markdown import write_report
 
 if TYPE_CHECKING:
     from batchpilot.emulator.config import EmulatorConfig
@@ -109,6 +110,9 @@ def execute(run_dir: Path, mode: str, options: RunOptions, progress: Progress, j
     if options.pilot or (run_dir / "pilot.json").exists():
         pilot = run_pilot(run_dir, mode, options, progress)
         if pilot.stop:
+            # The pilot's own merge wrote the report before the pilot was measured: write it again, so the
+            # report a user reads before deciding shows the estimate against what the pilot billed.
+            write_report(run_dir, progress=progress)
             return {"stopped": f"after the pilot ({pilot.stop})", "pilot": pilot.receipt,
                     "next": rerun_command(job_kwargs, run_dir, mode, options)}
         if not pilot.rest:

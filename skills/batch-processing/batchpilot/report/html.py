@@ -38,16 +38,17 @@ CSS = """
 :root{--fg:#1d2330;--muted:#5d6678;--line:#dde2ea;--bg:#fff;--soft:#f5f7fa;--ok:#2e8540;--bad:#c0392b;--warn:#d68910;--info:#2874a6}
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);background:var(--bg);margin:0;padding:24px 32px;max-width:1400px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px;border-bottom:1px solid var(--line);padding-bottom:4px}
-.banner{background:#fff3cd;color:#5c4400;border:1px solid #e0b300;padding:8px 12px;border-radius:6px}.meta{color:var(--muted);margin:0 0 2px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:24px}
+.banner{background:#fff3cd;color:#5c4400;border:1px solid #e0b300;padding:8px 12px;border-radius:6px}.meta{color:var(--muted);margin:0 0 2px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(320px,100%),1fr));gap:24px}
 .bars{display:grid;grid-template-columns:110px 1fr 70px;gap:6px 10px;align-items:center}
 .bar{height:14px;border-radius:3px;background:var(--info);min-width:1px}.n{text-align:right;font-variant-numeric:tabular-nums}
 .s-ok{background:var(--ok)}.s-invalid{background:var(--warn)}.s-errored{background:var(--bad)}.s-expired,.s-canceled,.s-missing{background:#8e99ab}
 .v-critical{background:#7b1e1e}.v-high{background:var(--bad)}.v-medium{background:var(--warn)}.v-low{background:var(--info)}.v-info{background:#8e99ab}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertical-align:top}
 th{background:var(--soft);position:sticky;top:0;cursor:pointer;user-select:none;white-space:nowrap}th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-td{max-width:520px;overflow-wrap:anywhere}.money td:last-child{text-align:right;font-variant-numeric:tabular-nums}
-.tools{display:flex;gap:12px;align-items:center;margin:6px 0}.tools input{padding:4px 8px;width:280px}.count{color:var(--muted)}
+td{max-width:520px;overflow-wrap:anywhere}.money td:last-child{text-align:right;font-variant-numeric:tabular-nums;overflow-wrap:normal}
+.tools{display:flex;flex-wrap:wrap;gap:12px;align-items:center;margin:6px 0}.tools input{padding:4px 8px;width:280px;max-width:100%}.count{color:var(--muted)}
 .wrap{max-height:640px;overflow:auto;border:1px solid var(--line)}ul.fail li{margin:3px 0}code{background:var(--soft);padding:1px 4px}
+@media (max-width:600px){body{padding:12px 14px}}
 """
 
 JS = """"use strict";
@@ -205,6 +206,11 @@ def render_html(manifest: dict, summary: dict, data: dict) -> str:
         "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in money_rows),
         "</tbody></table></section>",
     ]
+    estimate = data.get("estimate")
+    if estimate:  # `run --pilot`: report/estimate.py computes the rows report.md shows too
+        parts += [f'<section id="estimate"><h2>{_e(estimate["title"])}</h2><table class="money"><tbody>',
+                  "".join(f"<tr><td>{_e(label)}</td><td>{_e(text)}</td></tr>" for label, text in estimate["rows"]),
+                  f'</tbody></table><p class="meta">{_e(estimate["note"])}</p></section>']
     if data.get("findings"):
         order = data["severity_order"] + sorted(set(data["severity"]) - set(data["severity_order"]))
         if data["severity"]:

@@ -19,6 +19,7 @@ from batchpilot.core.progress import Progress
 from batchpilot.results.exports import cell_text, findings_field, md_cell
 from batchpilot.results.formats import EXPORTERS, export_name
 from batchpilot.results.lines import has_line_fields
+from batchpilot.report.estimate import estimate_section, money as _money
 from batchpilot.report.html import EMULATED_BANNER, readable_time, render_html
 from batchpilot.results.merge import merge_run
 from batchpilot.results.validate import schema_for_run
@@ -131,17 +132,13 @@ def write_report(run_dir: Path, progress: Any = None, formats: tuple[str, ...] =
     if progress:
         progress.stage(f"writing the report of {run_dir} ...")
     data = collect(run_dir, schema)
-    if (run_dir / "pilot.json").exists():  # `run --pilot`: its estimate of the whole job, against the bill
-        data["pilot"] = (read_json(run_dir / "pilot.json", "pilot.json").get("figures") or {})
+    pilot = read_json(run_dir / "pilot.json", "pilot.json") if (run_dir / "pilot.json").exists() else None
+    data["estimate"] = estimate_section(manifest, summary, pilot)  # `run --pilot`: its estimate against the bill
     with atomic_stream(run_dir / "report.md", sweep=True) as fh:
         fh.write(render_md(manifest, summary, data))
     with atomic_stream(run_dir / "report.html", sweep=True) as fh:
         fh.write(render_html(manifest, summary, data))
     return {"report.md": str(run_dir / "report.md"), "report.html": str(run_dir / "report.html")}
-
-
-def _money(value: Any) -> str:
-    return "unknown (no price for this model)" if value is None else f"${value:,.4f}"
 
 
 def top_findings(findings: dict) -> list[str]:
@@ -194,11 +191,11 @@ def render_md(manifest: dict, summary: dict, data: dict) -> str:
     ]
     if summary.get("usage_unknown_attempts"):
         lines.append(f"| billed attempts without usage (cost unknown) | {summary['usage_unknown_attempts']} |")
-    for mode, row in sorted(((data.get("pilot") or {}).get("extrapolated") or {}).items()):
-        if mode in (summary.get("by_mode") or {}) or f"{mode}".replace("_cached", "") in (summary.get("by_mode") or {}):
-            low, high = row.get("cost_range_usd") or (None, None)
-            lines.append(f"| estimate after the pilot, {mode} (range) | {_money(row.get('cost_usd'))} "
-                         f"({_money(low)}–{_money(high)}) |")
+    estimate = data.get("estimate")
+    if estimate:
+        lines += ["", f"## {estimate['title']}", "", "| | |", "|---|---:|"]
+        lines += [f"| {md_cell(label)} | {md_cell(text)} |" for label, text in estimate["rows"]]
+        lines += ["", md_cell(estimate["note"])]
     if data.get("findings"):
         lines += ["", f"## Findings: {data['findings']['total']}", "", "| severity | findings |", "|---|---:|"]
         order = data["severity_order"] + sorted(set(data["severity"]) - set(data["severity_order"]))
