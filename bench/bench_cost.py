@@ -12,7 +12,7 @@ generated Python files. The same requests run three ways, each through the CLI w
 
     direct         `prepare --mode direct`, cache_control stripped from requests.jsonl, `direct RUN`, `merge`
     batch          `prepare --mode batch`, cache_control stripped, `submit`, `status --wait`, `fetch`, `merge`
-    batch_cached   `run --mode batch` as the tool prepares it (the cache it picks for the job's size: 1 hour here)
+    batch_cached   `run --mode batch` as the tool prepares it (the cache chosen for its size: 1 hour from 200 items)
     direct_cached  `prepare --mode direct` as prepared (5-minute cache), `direct RUN`, `merge`
 
 Billed cost is summary.json's `cost_usd` (merge prices each result's usage with `models.cost_usd`), checked

@@ -127,7 +127,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-estimates-") as tmp:
         work = Path(tmp)
         for name in names:
-            items = make_items(name, work / "items" / name, n, args.seed)
+            # Relative to the runs' working directory: an item's path is part of its request, so the temporary
+            # folder's random name would otherwise make every run a different draw of the emulator's answers.
+            items = os.path.relpath(make_items(name, work / "items" / name, n, args.seed), work)
             for mode in MODES:
                 rows.append(one(name, mode, items, work, min(args.pilot, n)))
     print(json.dumps({"benchmark": "estimates", "items": n, "pilot": args.pilot, "seed": args.seed, "rows": rows,
