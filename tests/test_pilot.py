@@ -148,12 +148,15 @@ def test_the_report_shows_the_pilots_estimate_against_the_bill(bp, tmp_path):
     low, high = whole["cost_range_usd"]
     rows = estimate_rows(Path("r/report.html").read_text())
     tokens = pilot["billed_tokens"]
+    before = json.loads(Path("r/run.json").read_text())["estimate"]  # plan's figure, recorded when prepared
     assert dict(rows) == {
         "pilot items answered": "4 of 4",
         "pilot billed cost": f"${pilot['billed_cost_usd']:,.4f}",
         "pilot tokens in / out": f"{tokens['input_tokens']:,} / {tokens['output_tokens']:,}",
         "pilot cache read / written": f"{pilot['cache']['read']:,} / {pilot['cache']['written']:,}",
         "pilot invalid share": f"{100 * pilot['invalid_share']:.1f}%",
+        f"estimate when prepared, {before['mode']} (range)":
+            f"${before['cost_usd']:,.4f} (${before['cost_range_usd'][0]:,.4f}–${before['cost_range_usd'][1]:,.4f})",
         f"estimate after the pilot, {key} (range)": f"${whole['cost_usd']:,.4f} (${low:,.4f}–${high:,.4f})",
         "billed, whole run": f"${summary['cost_usd']:,.4f}",
         "billed / estimate": f"{summary['cost_usd'] / whole['cost_usd']:.2f}",
@@ -173,3 +176,26 @@ def test_the_report_shows_the_pilots_estimate_against_the_bill(bp, tmp_path):
 
     width, page_width, right = narrow_overflow(Path("r/report.html"), tmp_path)
     assert page_width <= width and 0 < right <= width, (width, page_width, right)  # no sideways scrolling on a phone
+
+
+def test_a_run_without_a_pilot_reports_plans_estimate_against_the_bill(bp):
+    """run.json keeps what plan printed for the job; the report sets the bill against it. A mode billed to a
+    Claude Code plan has no dollar estimate, so no section."""
+    items = write_items(6)
+    vars_ = ("--var", "labels=billing,bug,other")
+    planned = bp("plan", "--template", "classify", "--items", items, *vars_).receipt
+    done = bp("run", "--template", "classify", "--items", items, *vars_, "--mode", "direct", "--emulate", "--run", "d")
+    assert done.code == 0, done.stderr
+    before = json.loads(Path("d/run.json").read_text())["estimate"]
+    assert before["mode"] in planned["modes"] and before["cost_usd"] == planned["modes"][before["mode"]]["cost_usd"]
+    assert before["cost_range_usd"] == planned["modes"][before["mode"]]["cost_range_usd"]
+    assert before["output_source"] == planned["tokens"]["output_source"]
+    billed = json.loads(Path("d/summary.json").read_text())["cost_usd"]
+    low, high = before["cost_range_usd"]
+    rows = dict(estimate_rows(Path("d/report.html").read_text()))
+    assert rows == {f"estimate when prepared, {before['mode']} (range)": f"${before['cost_usd']:,.4f} (${low:,.4f}–${high:,.4f})",
+                    "billed, whole run": f"${billed:,.4f}", "billed / estimate": f"{billed / before['cost_usd']:.2f}"}
+    assert all(f"| {label} | {figure} |" in Path("d/report.md").read_text() for label, figure in rows.items())
+
+    agents = bp("prepare", "--template", "classify", "--items", items, *vars_, "--mode", "agents", "--run", "a")
+    assert agents.code == 0 and "estimate" not in json.loads(Path("a/run.json").read_text())

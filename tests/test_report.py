@@ -148,7 +148,7 @@ def test_report_files_and_markdown(report_run):
     assert [line.split(" | ")[1] for line in top.strip().splitlines()[2:]] == ["critical", "high", "high", "medium", "low", "info"]
     assert not re.search(r"\d\d:\d\d:\d\d\.\d", md) and "UTC" in md  # readable times: no microseconds
     assert "Emulated" not in md and "calls itself" not in md and "this report with" not in md
-    # no pilot, and run.json keeps no estimate of plan's: nothing to set the bill against
+    # no pilot, and this run.json (written by hand, as an older run's) records no estimate: nothing to compare
     assert "Estimate vs billed" not in md and "Estimate vs billed" not in (run / "report.html").read_text()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["counts"] == {"ok": 5, "invalid": 1, "errored": 1, "expired": 0, "canceled": 0, "missing": 1}

@@ -33,7 +33,7 @@ def merge(ctx: click.Context, run_dir: Path, formats: tuple[str, ...]) -> None:
 def report(ctx: click.Context, run_dir: Path, formats: tuple[str, ...]) -> None:
     """Write report.md and a self-contained report.html (merging first when the results are newer).
 
-    Exports written before are kept current; a run with a pilot also shows its estimate against the bill. Example: batchpilot report .batchpilot/runs/review --format github
+    Exports written before are kept current; batch and direct runs show plan's estimate (and a pilot's) against the bill. Example: batchpilot report .batchpilot/runs/review --format github
     """
     # Imported when the command runs: the report writers are not needed for `--help`.
     from batchpilot.report.markdown import report_job

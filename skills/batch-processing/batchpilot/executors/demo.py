@@ -20,6 +20,7 @@ from batchpilot.executors.pipeline import RunOptions, run_batch
 from batchpilot.prepare.job import open_job
 from batchpilot.rundir.create import create_run, default_run_dir
 from batchpilot.rundir.guard import record_emulated
+from batchpilot.prepare.run_estimate import RunEstimate
 
 SAMPLES = SAMPLES_DIR / "python-app"
 DEMO_SEED = 8  # chosen so that round 1 hits two overloaded lines and one expired one, and round 2 clears them
@@ -39,7 +40,8 @@ def demo_job(run_dir: Path | None, progress: Progress) -> dict:
     job = open_job("code-review", str(SAMPLES / "*.py"), mode="batch")
     target = run_dir or default_run_dir("demo")
     progress.stage(f"demo: {job.template.name} over {SAMPLES.name}/*.py on the local emulator, into {target}")
-    prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
+    prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest(),
+                          estimate=RunEstimate.for_job(job))
     record_emulated(prepared.run_dir, True)
     body = run_batch(prepared.run_dir, RunOptions(emulate=True), progress, demo_config(prepared.run_dir))
     report = body.get("files", {}).get("report.html")

@@ -42,6 +42,7 @@ from batchpilot.rundir.lock import project_lock, run_lock
 from batchpilot.rundir.lookup import find_run, is_finished, job_fingerprint
 from batchpilot.rundir.manifest import RUNS_HOME, open_run
 from batchpilot.report.markdown import write_report
+from batchpilot.prepare.run_estimate import RunEstimate
 
 if TYPE_CHECKING:
     from batchpilot.emulator.config import EmulatorConfig
@@ -92,7 +93,8 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
                 progress.stage(f"resuming {found}: an unfinished run of this same job (pass --new to start afresh)")
             target = found or default_run_dir(job.template.name)
         progress.stage(f"run directory: {target} (re-run with --run {target} to resume)")
-        prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
+        prepared = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest(),
+                              estimate=RunEstimate.for_job(job))
         check_resumed_mode(prepared, target, mode)
         head = {"command": "run", "run": str(prepared.run_dir), "mode": mode, "items": prepared.item_count,
                 "resumed": prepared.unchanged, "cache": job.builder.cache_choice}

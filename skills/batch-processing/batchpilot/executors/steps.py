@@ -15,6 +15,7 @@ from batchpilot.prepare.job import open_job
 from batchpilot.report.markdown import write_report
 from batchpilot.results.merge import merge_run
 from batchpilot.rundir.create import create_run, default_run_dir
+from batchpilot.prepare.run_estimate import RunEstimate
 
 SKIPPED_LISTED = 20  # skipped items `prepare` names on stderr; skipped.jsonl lists them all
 
@@ -24,7 +25,8 @@ def prepare_job(job_kwargs: dict[str, Any], mode: str, run_dir: Path | None, pro
     job = open_job(mode=mode, **job_kwargs)
     target = run_dir or default_run_dir(job.template.name)
     progress.stage(f"preparing {target} ...")
-    result = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest())
+    result = create_run(target, job.items(), job.skipped, job.builder, job.settings(), job.manifest(),
+                        estimate=RunEstimate.for_job(job))
     for source, reason, detail in job.skipped[:SKIPPED_LISTED]:
         progress.stage(f"skipped {source}: {reason} ({detail})")
     if len(job.skipped) > SKIPPED_LISTED:

@@ -1,9 +1,10 @@
 """The reports' "Estimate vs billed" section: what the pilot measured, the whole job it extrapolated, the bill.
 
 `estimate_section(manifest, summary, pilot)` computes the rows once, as (label, text) pairs already
-formatted, so report.md and report.html show the same figures (each renderer only escapes them). It returns
-None when the run has no estimate to compare with: only `run --pilot` records one (`pilot.json`); run.json
-keeps no estimate from `plan`, so a run without a pilot has no such section.
+formatted, so report.md and report.html show the same figures (each renderer only escapes them). Two
+estimates can be set against the bill: run.json's `estimate`, what plan would print for the job, recorded
+when it was prepared (`prepare.run_estimate`), and after `run --pilot` the pilot's extrapolation
+(`pilot.json`). A run with neither (an older run, an unpriced model, agents or headless mode) has no section.
 
 The whole-job estimate shown is the extrapolation row of the mode the run continued in: pilot.json's
 `mode_key` when it records one; for an older pilot.json, run.json's mode with `_cached` when that row exists
@@ -48,10 +49,45 @@ def continued_mode(manifest: dict, pilot: dict) -> str | None:
     return f"{mode}_cached" if cached and f"{mode}_cached" in rows else mode
 
 
+def _range_text(row: dict) -> str:
+    bounds = row.get("cost_range_usd")
+    low, high = (_number(b) for b in bounds) if isinstance(bounds, list) and len(bounds) == 2 else (None, None)
+    return f" ({money(low)}–{money(high)})" if low is not None and high is not None else ""
+
+
+def _bill_rows(summary: dict, estimate: float | None) -> list[tuple[str, str]]:
+    billed = _number(summary.get("cost_usd"))
+    missing = _number(_obj(summary.get("counts")).get("missing")) or 0
+    if missing:  # stopped after the pilot (or items lost): the bill is not yet the whole job's
+        rows = [(f"billed so far ({missing:,.0f} of {_count(summary.get('items'))} items without a result)", money(billed))]
+    else:
+        rows = [("billed, whole run", money(billed))]
+    if billed is not None and estimate is not None and estimate > 0:
+        rows.append(("billed so far / estimate" if missing else "billed / estimate", f"{billed / estimate:.2f}"))
+    return rows
+
+
+def _prepared_row(manifest: dict) -> tuple[tuple[str, str], float | None, str] | None:
+    """The row of run.json's `estimate` (plan's figure when the run was prepared), its cost and its source."""
+    before = _obj(manifest.get("estimate"))
+    if not before:
+        return None
+    cost = _number(before.get("cost_usd"))
+    label = f"estimate when prepared, {before.get('mode')} (range)"
+    return (label, money(cost) + _range_text(before)), cost, str(before.get("output_source") or "")
+
+
 def estimate_section(manifest: dict, summary: dict, pilot: dict | None) -> dict | None:
-    """{"title", "rows": [(label, text)], "note"} for a run with a pilot (pilot.json's content), else None."""
+    """{"title", "rows": [(label, text)], "note"} for a run with an estimate: run.json's `estimate` (plan's
+    figure at prepare) and/or a pilot's extrapolation (pilot.json's content); None when it has neither."""
+    prepared = _prepared_row(manifest)
     if not isinstance(pilot, dict) or not isinstance(pilot.get("figures"), dict):
-        return None  # no pilot, or one not measured yet: nothing was estimated from evidence
+        if prepared is None:
+            return None  # an older run, an unpriced model, or a mode billed to a Claude Code plan
+        row, cost, source = prepared
+        note = (f"The estimate is what plan prints for this job, from {source}. The bill is the run's cost in "
+                "summary.json: every attempt, retries included.")
+        return {"title": TITLE, "rows": [row, *_bill_rows(summary, cost)], "note": note}
     figures = pilot["figures"]
     tokens, cache = _obj(figures.get("billed_tokens")), _obj(figures.get("cache"))
     share = _number(figures.get("invalid_share"))
@@ -66,21 +102,13 @@ def estimate_section(manifest: dict, summary: dict, pilot: dict | None) -> dict 
     extrapolated = _obj(figures.get("extrapolated"))
     row = _obj(extrapolated.get(key)) if key else {}
     estimate = _number(row.get("cost_usd"))
+    if prepared is not None:
+        rows.append(prepared[0])
     if figures.get("answered") == 0:  # nothing measured, nothing extrapolated
         rows.append(("estimate after the pilot", "none (no pilot item was answered)"))
     else:  # no row at all when the model has no price (pilot.py extrapolates costs only)
-        bounds = row.get("cost_range_usd")
-        low, high = (_number(b) for b in bounds) if isinstance(bounds, list) and len(bounds) == 2 else (None, None)
-        spread = f" ({money(low)}–{money(high)})" if low is not None and high is not None else ""
-        rows.append((f"estimate after the pilot, {key} (range)", money(estimate) + spread))
-    billed = _number(summary.get("cost_usd"))
-    missing = _number(_obj(summary.get("counts")).get("missing")) or 0
-    if missing:  # stopped after the pilot (or items lost): the bill is not yet the whole job's
-        rows.append((f"billed so far ({missing:,.0f} of {_count(summary.get('items'))} items without a result)", money(billed)))
-    else:
-        rows.append(("billed, whole run", money(billed)))
-    if billed is not None and estimate is not None and estimate > 0:
-        rows.append(("billed so far / estimate" if missing else "billed / estimate", f"{billed / estimate:.2f}"))
+        rows.append((f"estimate after the pilot, {key} (range)", money(estimate) + _range_text(row)))
+    rows += _bill_rows(summary, estimate)
     note = ("The estimate covers the whole job: what the pilot cost plus the rest extrapolated from the pilot's "
             "measured tokens. The bill is the run's cost in summary.json: every attempt, retries included.")
     return {"title": TITLE, "rows": rows, "note": note}

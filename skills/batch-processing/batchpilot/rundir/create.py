@@ -25,6 +25,7 @@ from batchpilot.core.paths import SKILL_DIR
 from batchpilot.core.files import append_jsonl, atomic_write_json, dumps, naming, pid_alive, read_json
 from batchpilot.prepare.items import Item, describe_skipped, items_fingerprint_update
 from batchpilot.prepare.build import RequestBuilder
+from batchpilot.prepare.run_estimate import RunEstimate
 from batchpilot.core.paths import default_run_dir  # noqa: F401  (re-exported for the executors)
 from batchpilot.rundir.lookup import job_fingerprint
 from batchpilot.rundir.manifest import FORMAT_VERSION
@@ -63,11 +64,13 @@ def create_run(
     builder: RequestBuilder,
     settings: dict,
     manifest_extra: dict,
+    estimate: RunEstimate | None = None,
 ) -> PrepareResult:
     """Write a complete run directory atomically, or recognise an identical existing one.
 
     `settings` (template hash, variables, model, options) and the items determine the run's inputs hash.
-    `skipped_log` is filled by the item loader as it goes (source, reason, detail tuples).
+    `skipped_log` is filled by the item loader as it goes (source, reason, detail tuples). `estimate` tallies
+    the requests as they are written; its figure for the run's mode goes to run.json's `estimate`.
     """
     run_dir = Path(run_dir)
     _refuse_inside_skill(run_dir)
@@ -92,7 +95,10 @@ def create_run(
             for item in items:
                 items_fingerprint_update(h, item)
                 items_fh.write(dumps(item.manifest()) + "\n")
-                req_fh.write(dumps(builder.request(item)) + "\n")
+                request = builder.request(item)
+                req_fh.write(dumps(request) + "\n")
+                if estimate is not None:
+                    estimate.add(request["params"], item)
                 count += 1
             crash.point("prepare-after-items")
             for fh in (items_fh, req_fh):
@@ -115,6 +121,8 @@ def create_run(
             "skipped": dict(sorted(skipped.items())),
             "inputs_hash": "sha256:" + h.hexdigest(),
         }
+        if estimate is not None and (figure := estimate.as_manifest(builder.cache_ttl)) is not None:
+            manifest["estimate"] = figure  # what plan would print for this run: the report sets the bill against it
         # What `run` without --run matches to resume this job instead of paying for it again (rundir.lookup).
         manifest["job_fingerprint"] = job_fingerprint(manifest["inputs_hash"], manifest.get("mode"))
         # The schema travels with the run, so merge can validate even if the template directory moves.
