@@ -121,6 +121,21 @@ def test_batch_caching_follows_the_jobs_size_and_plan_prices_what_prepare_sends(
     assert _ttls("forced") == {"1h"} and forced.receipt["cache"]["why"] == "--cache 1h"
 
 
+def test_a_prepared_run_typed_again_states_the_cache_its_requests_carry(bp):
+    """The same prepare, or a run resuming it, finds the run unchanged: its receipt says the choice made for
+    the job's size (run.json's), not the large-batch assumption made before the items were counted."""
+    for i in range(3):
+        Path(f"m{i}.py").write_text(f"def f{i}(x):\n    return x / {i}\n")
+    args = ("--template", "code-review", "--items", "*.py", "--run", "r")
+    first = bp("prepare", *args).receipt["cache"]
+    assert first["ttl"] == "5m" and _ttls("r") == {"5m"}
+    again = bp("prepare", *args).receipt
+    assert again["unchanged"] is True and again["cache"] == first
+    resumed = bp("run", *args, "--mode", "batch", "--emulate")
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.receipt["resumed"] is True and resumed.receipt["cache"] == first
+
+
 def test_the_cache_choice_is_stated_and_a_flag_overrides_it(bp):
     Path("a.py").write_text("def f(x):\n    return x / 0\n")
     Path("b.py").write_text("def g(x):\n    return x / 1\n")

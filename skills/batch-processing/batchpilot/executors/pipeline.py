@@ -97,7 +97,9 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
                               estimate=RunEstimate.for_job(job))
         check_resumed_mode(prepared, target, mode)
         head = {"command": "run", "run": str(prepared.run_dir), "mode": mode, "items": prepared.item_count,
-                "resumed": prepared.unchanged, "cache": job.builder.cache_choice}
+                "resumed": prepared.unchanged,
+                # run.json's: made for the job's size, which a resumed run's builder never saw
+                "cache": prepared.manifest.get("cache", job.builder.cache_choice)}
         with run_lock(prepared.run_dir):
             project.close()  # the run is ours now: other jobs may choose theirs
             if mode != "agents":  # subagents never talk to an API of ours: nothing to fix for an agents run

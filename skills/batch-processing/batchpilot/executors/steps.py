@@ -41,7 +41,8 @@ def prepare_job(job_kwargs: dict[str, Any], mode: str, run_dir: Path | None, pro
         **({"csv_header": job.header} if job.header else {}),
         "model": job.model,
         "mode": mode,
-        "cache": job.builder.cache_choice,
+        # run.json's: the choice made for the job's size, also when the run was already there (unchanged)
+        "cache": result.manifest.get("cache", job.builder.cache_choice),
         "files": {name: str(run / name) for name in ("run.json", "items.jsonl", "requests.jsonl", "schema.json", "journal.jsonl", "skipped.jsonl")},
         "next": next_for_mode(mode, run),
     }
