@@ -199,3 +199,45 @@ def test_a_run_without_a_pilot_reports_plans_estimate_against_the_bill(bp):
 
     agents = bp("prepare", "--template", "classify", "--items", items, *vars_, "--mode", "agents", "--run", "a")
     assert agents.code == 0 and "estimate" not in json.loads(Path("a/run.json").read_text())
+
+
+def test_a_pilot_that_answered_nothing_stops_and_is_sent_again_when_typed_again(bp, emulator, monkeypatch):
+    """Every pilot request refused: nothing to extrapolate, so nothing bounds the rest (not even --max-cost);
+    the run stops instead of sending the whole job, and typed again once the cause is gone, it sends the
+    pilot again, then the rest."""
+    from batchpilot.emulator.behaviour.faults import FaultRule
+
+    items = write_items(10)
+    args = ("run", "--template", "classify", "--items", items, "--var", "labels=billing,bug,other",
+            "--mode", "batch", "--run", "r", "--pilot", "3", "--max-cost", "5")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-not-real")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator(faults=[FaultRule.parse("errored")]).base_url)
+    first = bp(*args)
+    assert first.code == 0, first.stderr
+    assert first.receipt["stopped"] == "after the pilot (no pilot item answered)", first.receipt
+    assert first.receipt["pilot"]["answered"] == 0 and "fix the cause" in first.receipt["pilot"]["why"]
+    pilot_ids = {r["custom_id"] for r in records(Path("r/rounds/pilot.jsonl"))}
+    assert {r["custom_id"] for r in records(Path("r/results.jsonl"))} == pilot_ids  # the rest was not sent
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator(time_scale=86_400).base_url)  # the batch ends at once
+    again = bp(*args)
+    assert again.code == 0, again.stderr
+    assert again.receipt["pilot"]["answered"] == 3 and again.receipt["pilot"]["whole_job"]["cost_usd"] > 0
+    assert {k: n for k, n in again.receipt["counts"].items() if n} == {"ok": 10}
+
+
+def test_a_damaged_pilot_record_is_an_error_with_a_way_out(bp):
+    items = write_items(6)
+    args = ("run", "--template", "classify", "--items", items, "--var", "labels=a,b", "--mode", "batch",
+            "--emulate", "--run", "r", "--pilot", "2")
+    assert bp(*args, "--pilot-only").code == 0
+    good = Path("r/pilot.json").read_text()
+    for bad in ('[1, 2]', '{"ids": 5, "figures": null, "rest": 4}', '{"ids": ["t000"], "figures": "x", "rest": 4}',
+                '{"ids": ["t000"], "rest": 4, "figures": {"answered": 1, "extrapolated": "x"}}'):
+        Path("r/pilot.json").write_text(bad)
+        r = bp(*args, "--pilot-only")
+        assert r.code == 1 and "Error:" in r.stderr and "pilot.json" in r.stderr, (bad, r.stderr)
+        assert "Hint: delete pilot.json" in r.stderr and "Traceback" not in r.stderr
+    Path("r/pilot.json").unlink()  # the way out the hint gives: measured again, nothing sent again
+    again = bp(*args, "--pilot-only")
+    assert again.code == 0 and json.loads(Path("r/pilot.json").read_text())["ids"] == json.loads(good)["ids"], again.stderr
+    assert len(records(Path("r/results.jsonl"))) == 2

@@ -43,7 +43,8 @@ RUN_MODES = ("auto", *MODES)
                    "extrapolate the whole job's cost per mode (the report sets it against the bill); then continue with the rest (batch or direct mode; "
                    "attachments inline, not --upload files).")
 @click.option("--pilot-only", is_flag=True,
-              help="With --pilot: stop after the pilot (also the default when the extrapolated cost exceeds --max-cost).")
+              help="With --pilot: stop after the pilot (also the default when the extrapolated cost exceeds --max-cost, "
+                   "or when no pilot item was answered).")
 @format_option
 @click.pass_context
 def run(ctx: click.Context, run_dir: Path | None, new: bool, mode: str, urgent: bool, needs_tools: bool, emulate: bool,

@@ -17,9 +17,10 @@ stop or continue with the rest in the chosen mode without redoing the pilot item
    grow with it), with the mean residual factor so the fit is unbiased. Cost and time per mode are plan's
    formulas (`prepare.plan.mode_costs`) on those tallies, plus what the pilot already cost.
 4. `pilot.json` (written atomically, under the run lock) records it all; a re-run finds it and goes on.
-   With `--pilot-only`, or when the extrapolated cost of the chosen mode exceeds `--max-cost`, `run` stops
+   With `--pilot-only`, when the extrapolated cost of the chosen mode exceeds `--max-cost`, or when no pilot
+   item was answered (nothing measured bounds the rest; typed again, the pilot is sent again), `run` stops
    after the pilot, journals `pilot_stopped` (so the run is not finished: the same `run` typed again resumes
-   it) and its receipt says how to continue.
+   it) and its receipt says how to continue. A pilot.json of another shape is an Error, not a traceback.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import atomic_write_json, read_json
 from batchpilot.core.models import USAGE_KEYS, cost_usd
 from batchpilot.core.progress import Progress
@@ -263,7 +265,7 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
     """
     run_dir = Path(run_dir)
     state_path = run_dir / "pilot.json"
-    state = read_json(state_path, "pilot.json") if state_path.exists() else None
+    state = _read_state(state_path)
     if state is None or not state.get("ids"):
         with run_lock(run_dir):
             ids = select_pilot(run_dir / "requests.jsonl", n)
@@ -271,7 +273,9 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
             state = {"ids": ids, "rest": rest, "figures": None}
             atomic_write_json(state_path, state)  # journalled before anything is sent
     ids = set(state["ids"])
-    if state.get("figures") is None:
+    # A pilot that answered nothing measured nothing: typed again, it sends its unanswered items again
+    # (errors are not billed) rather than carrying an empty measurement forward.
+    if state.get("figures") is None or not state["figures"].get("answered"):
         with run_lock(run_dir):
             todo = _write_todo(run_dir, ids)
         if todo:
@@ -297,7 +301,13 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
     chosen = (figures.get("extrapolated") or {}).get(key) or {}
     receipt = {**figures, "mode": key, "whole_job": chosen}
     stop = None
-    if pilot_only:
+    if not figures.get("answered"):
+        # Nothing to extrapolate from, so nothing bounds the rest's cost (--max-cost included); the rest would
+        # most likely fail as the pilot did.
+        stop = "no pilot item answered"
+        receipt["why"] = ("none of the pilot's items was answered (merged.jsonl and report.md give their errors): "
+                          "fix the cause, then type the same command again to send them again")
+    elif pilot_only:
         stop = "--pilot-only"
     elif max_cost is not None and chosen.get("cost_usd") is not None and chosen["cost_usd"] > max_cost:
         stop = "max_cost"
@@ -308,6 +318,23 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
         with run_lock(run_dir):
             journal(run_dir, "pilot_stopped", reason=stop, rest=int(state["rest"]))
     return PilotOutcome(receipt, stop, int(state["rest"]))
+
+
+def _read_state(path: Path) -> dict | None:
+    """pilot.json, None when there is none; a file of another shape is an Error, not a traceback."""
+    if not path.exists():
+        return None
+    state = read_json(path, "pilot.json")
+    figures = state.get("figures") if isinstance(state, dict) else None
+    if (not isinstance(state, dict) or not isinstance(state.get("ids"), list)
+            or not all(isinstance(i, str) for i in state["ids"]) or not isinstance(state.get("rest"), int)
+            or not (figures is None or (isinstance(figures, dict)
+                                        and isinstance(figures.get("extrapolated"), (dict, type(None)))
+                                        and all(isinstance(v, dict) for v in (figures.get("extrapolated") or {}).values())))):
+        raise BatchpilotError(f"{path} is not a pilot record batchpilot wrote (ids, rest, figures)",
+                              "delete pilot.json and type the run command again with the same --pilot N: the same items "
+                              "are picked and measured from their recorded results, none answered is sent again")
+    return state
 
 
 def plan_rest_round(run_dir: Path) -> None:
