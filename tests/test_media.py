@@ -260,6 +260,14 @@ def test_the_emulator_refuses_what_the_api_refuses(emulator):
         send({"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": b64(samples.png(4, 4))}})
     ok = send({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(samples.png(300, 150))}})
     assert ok.usage.input_tokens >= 60  # 300 x 150 / 750
+    # billed by its pixels after downscaling to ~1.15 MP (1516 x 758 / 750 = 1,533), not by its base64's characters
+    big = b64(samples.png(2000, 1000))
+    assert len(big) > 30_000  # ~10,000 tokens if it were counted as text
+    wide = send({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": big}})
+    assert 1_533 <= wide.usage.input_tokens < 1_600, wide.usage
+    counted = client.messages.count_tokens(model="claude-haiku-5-5", messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": big}}, {"type": "text", "text": "x"}]}])
+    assert counted.input_tokens == wide.usage.input_tokens
 
 
 # ----------------------------------------------------------------------------------------------- agents
@@ -392,3 +400,19 @@ def test_a_run_reconciling_a_lost_upload_never_adopts_another_runs_upload_of_the
     theirs = {attachment(l)["source"]["file_id"] for l in requests_of(tmp_path / "other")}
     assert len(theirs) == 6 and not theirs & {e["id"] for e in log if e["event"] == "deleted"}
     assert sum(e["event"] == "uploaded" for e in log) == 12  # each run uploaded its 6 files, once
+
+
+def test_a_pilot_counts_the_pages_and_pixels_of_its_attachments(bp):
+    """The pilot's longest item is the document with the most pages, not the longest text, and its
+    billed/estimated input ratio compares like with like: the attachments' pages and pixels are in the
+    estimate, as plan counts them, not only the short tag their base64 block is estimated at."""
+    samples.inbox(Path("inbox"))
+    r = bp("run", "-t", "summarize", "-i", INBOX, "--mode", "batch", "--emulate", "--run", "r", "--pilot", "4",
+           "--pilot-only")
+    assert r.code == 0, r.stderr
+    chosen = {json.loads(line)["custom_id"] for line in Path("r/rounds/pilot.jsonl").read_text().splitlines()}
+    assert "contracts-five-pdf" in chosen  # 5 pages: 11,250 tokens, the largest request of the job
+    assert 0.5 < r.receipt["pilot"]["fit"]["input_billed_per_estimated"] < 2, r.receipt["pilot"]["fit"]
+    rest = r.receipt["pilot"]["rest"]
+    planned = bp("plan", "-t", "summarize", "-i", INBOX).receipt["tokens"]["input"]
+    assert rest["input_tokens"] < planned  # the rest's 2 items cannot cost more input than plan's whole 6

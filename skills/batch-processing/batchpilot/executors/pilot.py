@@ -11,9 +11,9 @@ stop or continue with the rest in the chosen mode without redoing the pilot item
 3. Measurement (`measure`): billed tokens (input, output, cache read and write), cost, the invalid share.
    The whole job is extrapolated from it: the shared (cached) prefix is the length the pilot was billed for
    it, the rest of each request's input is the local estimate scaled by the pilot's billed/estimated ratio of
-   that rest; output follows a power law of the item's own size (`item_tokens`: its messages, without the
-   instructions every request shares), out = a * in^b, fitted by least
-   squares on the pilot's log sizes (b ~ 0 when answers have one length whatever the item, larger when they
+   that rest (an attachment counted by its pages or pixels, `pilot_sizes`); output follows a power law of the
+   item's own size (`Sizes.item`: its messages and attachment, without the instructions every request
+   shares), out = a * in^b, fitted by least squares on the pilot's log sizes (b ~ 0 when answers have one length whatever the item, larger when they
    grow with it), with the mean residual factor so the fit is unbiased. Cost and time per mode are plan's
    formulas (`prepare.plan.mode_costs`) on those tallies, plus what the pilot already cost.
 4. `pilot.json` (written atomically, under the run lock) records it all; a re-run finds it and goes on.
@@ -38,7 +38,8 @@ from batchpilot.core.errors import BatchpilotError
 from batchpilot.core.files import atomic_write_json, read_json
 from batchpilot.core.models import USAGE_KEYS, cost_usd
 from batchpilot.core.progress import Progress
-from batchpilot.core.tokens import REQUEST_OVERHEAD, estimate_input_tokens, request_segments
+from batchpilot.core.tokens import request_segments
+from batchpilot.executors.pilot_sizes import Sizes
 from batchpilot.prepare.estimates import OUTPUT_SPREAD
 from batchpilot.prepare.plan import Tally, cached_prefix_tokens, mode_costs
 from batchpilot.results.summary import run_prices
@@ -75,10 +76,11 @@ def select_pilot(requests: Path, n: int) -> list[str]:
     short: list[tuple[int, int, str]] = []  # max-heap of the shortest (negated sizes)
     long: list[tuple[int, int, str]] = []  # min-heap of the longest
     sample: list[tuple[int, str]] = []  # max-heap of the smallest hashes (negated)
-    with open(requests, "rb") as fh:
+    with open(requests, "rb") as fh, Sizes(requests.with_name("items.jsonl")) as sizes:
         for index, line in enumerate(fh):
             record = json.loads(line)
-            cid, size = str(record["custom_id"]), estimate_input_tokens(record["params"])
+            cid = str(record["custom_id"])
+            size = sizes.input(cid, record["params"])
             for heap, key in ((short, (-size, -index, cid)), (long, (size, index, cid))):
                 if ends and len(heap) < ends:
                     heapq.heappush(heap, key)
@@ -147,15 +149,6 @@ def _write_todo(run_dir: Path, ids: set[str]) -> int:
     return count
 
 
-def item_tokens(params: dict) -> int:
-    """The estimated tokens of the request's messages alone: the item's own size, what its answer grows with.
-
-    The instructions, schema and tools are the same in every request; counting them in would squeeze the
-    sizes together on a log scale and steepen the fitted exponent, so long items would be over-predicted.
-    """
-    return estimate_input_tokens({"model": params.get("model"), "messages": params.get("messages") or []}) - REQUEST_OVERHEAD
-
-
 def fit_power_law(points: list[tuple[float, float]]) -> tuple[float, float, float]:
     """(a, b, smear) of out = smear * a * in^b fitted on log-log points (in, out > 0); b = 0 for < 2 sizes."""
     pts = [(math.log(max(x, 1)), math.log(max(y, 1))) for x, y in points]
@@ -178,23 +171,24 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
     cost = 0.0
     points: list[tuple[float, float]] = []
     estimated_in = billed_in = estimated_prefix = billed_prefix = 0
-    with open(run_dir / PILOT_FILE, "rb") as fh:
+    with open(run_dir / PILOT_FILE, "rb") as fh, Sizes(run_dir / "items.jsonl") as sizes:
         for line in fh:
             request = json.loads(line)
-            result = (records.get(request["custom_id"]) or {}).get("result") or {}
+            cid = request["custom_id"]
+            result = (records.get(cid) or {}).get("result") or {}
             usage = (result.get("message") or {}).get("usage") if result.get("type") == "succeeded" else None
             if not usage:
                 continue
             for key in USAGE_KEYS:
                 billed[key] += int(usage.get(key) or 0)
             cost += cost_usd(prices, usage, batch=False) if prices else 0.0
-            estimate = estimate_input_tokens(request["params"])
+            estimate = sizes.input(cid, request["params"])
             paid_in = sum(int(usage.get(k) or 0) for k in USAGE_KEYS if k != "output_tokens")
             estimated_in += estimate
             billed_in += paid_in
             estimated_prefix += cached_prefix_tokens(request["params"])
             billed_prefix += int(usage.get("cache_read_input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0)
-            points.append((item_tokens(request["params"]), int(usage.get("output_tokens") or 0)))
+            points.append((sizes.item(cid, request["params"]), int(usage.get("output_tokens") or 0)))
     answered = len(points)
     figures: dict[str, Any] = {
         "items": len(ids), "answered": answered, "ids_file": PILOT_FILE, "billed_tokens": billed,
@@ -213,16 +207,19 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
     # the whole request, dominated by the items, mis-prices batch caching when the instructions and the items
     # tokenize differently.
     prefix = round(billed_prefix / answered) if billed_prefix else 0
+    # The estimates count attachments by their pages and pixels (`pilot_sizes`), so one ratio serves text and
+    # attachments: fitted apart on a pilot's few requests, the short text beside a document swings wildly.
     if prefix:
         input_ratio = (billed_in - billed_prefix) / max(estimated_in - estimated_prefix, 1)
     else:
-        input_ratio, estimated_prefix = billed_in / max(estimated_in, 1), 0
+        input_ratio = billed_in / max(estimated_in, 1)
     rest = Tally(spread=OUTPUT_SPREAD["pilot"], input_error=0.05)
-    with open(run_dir / REST_FILE, "rb") as fh:
+    with open(run_dir / REST_FILE, "rb") as fh, Sizes(run_dir / "items.jsonl") as sizes:
         for line in fh:
-            params = json.loads(line)["params"]
-            estimate = estimate_input_tokens(params)
-            predicted = min(round(smear * a * max(item_tokens(params), 1) ** b), int(params.get("max_tokens") or 0))
+            request = json.loads(line)
+            cid, params = request["custom_id"], request["params"]
+            estimate = sizes.input(cid, params)
+            predicted = min(round(smear * a * max(sizes.item(cid, params), 1) ** b), int(params.get("max_tokens") or 0))
             own = estimate - (cached_prefix_tokens(params) if prefix else 0)
             rest.add(params, predicted, input_tokens=prefix + round(max(own, 0) * input_ratio))
     rest.prefix_tokens = prefix

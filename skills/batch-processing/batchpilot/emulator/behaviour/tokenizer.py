@@ -16,7 +16,8 @@ sensitive to what the text is:
 Model families differ: Claude Opus 4.7 and later, the 5 generations and Haiku 5.5 use the newer tokenizer,
 which counts the same text as about 30% more tokens than Haiku 4.5
 (https://platform.claude.com/docs/en/models/haiku-5-5/overview), so their counts are 1.3x the older
-family's. A request adds REQUEST_OVERHEAD tokens and each message MESSAGE_OVERHEAD (the role markers).
+family's. A request adds REQUEST_OVERHEAD tokens and each message MESSAGE_OVERHEAD (the role markers). A
+document or image block counts nothing here: it is billed by its pages or pixels (`behaviour.media`).
 
 `request_segments` walks a request in the API's cache order (tools → output format → system → messages),
 block by block, each with its count, its text (for cache keys) and its cache breakpoint TTL.
@@ -66,6 +67,9 @@ def _older_count(text: str) -> int:
         else:
             total += math.ceil(len(piece.encode("utf-8")) / 2)
     return total
+
+
+ATTACHMENT_TYPES = ("document", "image")
 
 
 def count_text(text: str, model: str) -> int:
@@ -137,7 +141,11 @@ def request_segments(params: dict) -> Iterator[Segment]:
         blocks = [content] if isinstance(content, str) else (content if isinstance(content, list) else [])
         for i, block in enumerate(blocks):
             text = block_text(block)
-            yield Segment(count_text(text, model) + (MESSAGE_OVERHEAD if i == 0 else 0), role + ":" + text, _ttl(block))
+            # A document or image is billed by its pages or pixels (behaviour.media.media_tokens, added by the
+            # routes), never by the characters of its base64: its text here only keys the cache.
+            attachment = isinstance(block, dict) and block.get("type") in ATTACHMENT_TYPES
+            tokens = 0 if attachment else count_text(text, model)
+            yield Segment(tokens + (MESSAGE_OVERHEAD if i == 0 else 0), role + ":" + text, _ttl(block))
 
 
 def input_tokens(params: dict) -> int:
