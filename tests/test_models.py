@@ -151,3 +151,6 @@ def test_the_cache_choice_is_stated_and_a_flag_overrides_it(bp):
     assert json.loads(Path("five/requests.jsonl").read_text())["params"]["system"][0]["cache_control"]["ttl"] == "5m"
     planned = bp("plan", "--template", "code-review", "--items", "a.py", "--cache", "none").receipt
     assert planned["tokens"]["shared_prefix"] == 0  # plan prices what the requests will carry
+    # and says why they carry no cache: the flag, not instructions too short to cache (code-review's are not)
+    assert planned["cache"]["why"].startswith("--cache none") and "minimum" not in json.dumps(planned["cache"])
+    assert all(planned["modes"][m]["note"].startswith("--cache none") for m in ("direct_cached", "batch_cached"))

@@ -255,6 +255,12 @@ def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, u
         t.spread = output.spread
     batch_ttl = "auto" if batch_cache is None else (None if batch_cache["ttl"] == "none" else batch_cache["ttl"])
     modes = mode_costs(t, prices, batch_ttl)
+    advice = cache_advice(t, prices)
+    if not t.prefix_tokens and batch_cache and batch_cache["why"].startswith("--cache"):
+        # --cache none left the requests unmarked: say so, not that the instructions are too short to cache
+        advice["why"] = f"{batch_cache['why']}: the shared instructions are not cached"
+        for name in ("direct_cached", "batch_cached"):
+            modes[name].note = advice["why"]
     mode, reason = recommend(t.requests, needs_tools, urgent, dependent, api_key, claude_cli)
     low, high = t.spread
     return {
@@ -272,7 +278,7 @@ def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, u
             **_media_tokens(t),
         },
         **({"attachments": t.listed} if t.listed else {}),
-        "cache": {**cache_advice(t, prices), **({"batch_requests": batch_cache} if batch_cache else {})},
+        "cache": {**advice, **({"batch_requests": batch_cache} if batch_cache else {})},
         "prices": None if prices is None else {"input_per_mtok": prices.input, "output_per_mtok": prices.output, "as_of": PRICES_AS_OF},
         "modes": {name: m.as_dict() for name, m in modes.items()},
         "recommended": {"mode": mode, "reason": reason},
