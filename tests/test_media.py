@@ -416,3 +416,22 @@ def test_a_pilot_counts_the_pages_and_pixels_of_its_attachments(bp):
     rest = r.receipt["pilot"]["rest"]
     planned = bp("plan", "-t", "summarize", "-i", INBOX).receipt["tokens"]["input"]
     assert rest["input_tokens"] < planned  # the rest's 2 items cannot cost more input than plan's whole 6
+
+
+def test_prompts_above_the_long_prompt_tier_are_priced_at_it_by_plan_and_the_pilot(bp):
+    """Haiku 5.5 bills a prompt over 100K tokens at its higher tier, every token of it: 50- and 60-page PDFs
+    (~112K and ~135K tokens) cost about 5x the base price. plan's range and the pilot's extrapolation hold
+    the bill, not a fifth of it."""
+    Path("docs").mkdir()
+    for name, pages in (("a", 50), ("b", 60), ("c", 2)):
+        Path(f"docs/{name}.pdf").write_bytes(samples.pdf(pages))
+    job = ("-t", "summarize", "-i", "docs/*.pdf", "--model", "claude-haiku-5-5")
+    planned = bp("plan", *job).receipt["modes"]["direct"]
+    direct = bp("run", *job, "--mode", "direct", "--emulate", "--run", "d")
+    assert direct.code == 0, direct.stderr
+    low, high = planned["cost_range_usd"]
+    assert low <= direct.receipt["cost_usd"] <= high, (planned, direct.receipt["cost_usd"])
+    piloted = bp("run", *job, "--mode", "batch", "--emulate", "--run", "p", "--pilot", "2")
+    assert piloted.code == 0, piloted.stderr
+    estimate = piloted.receipt["pilot"]["whole_job"]["cost_usd"]
+    assert abs(estimate / piloted.receipt["cost_usd"] - 1) < 0.15, (estimate, piloted.receipt["cost_usd"])

@@ -16,6 +16,10 @@ endpoint on a sample when asked. Costs per mode:
   prefix again;
 * agents / headless — billed to the user's Claude Code plan, so tokens only and no dollar figure.
 
+A model with a long-prompt tier bills a request whose prompt exceeds its threshold at the tier's prices,
+every token of it (Haiku 5.5: 5x above 100,000 tokens, https://platform.claude.com/docs/en/models/haiku-5-5/
+overview): the tally keeps those requests' tokens apart and each mode adds the difference.
+
 Every cost is a range as well as an expected value (`cost_range_usd`): the input estimate within
 `tokens.ESTIMATE_ERROR`, the output between the spread of its source (`output_estimate`), and batch cache
 hits between 30% and 98%. The output estimate comes, in order of preference, from the template's example
@@ -96,14 +100,19 @@ class Tally:
     listed: list = field(default_factory=list)
     spread: tuple[float, float] = (1.0, 1.0)  # the output estimate's
     input_error: float = ESTIMATE_ERROR
+    # The model's long-prompt tier (`core.models.Tier`): a request whose prompt exceeds its threshold is billed
+    # at the tier's prices, every token of it, so such requests' tokens are tallied apart as well.
+    long_threshold: int | None = None
+    long_input: int = 0
+    long_output: int = 0
 
     def add(self, params: dict, output_estimate: int, input_tokens: int | None = None, item: Any = None) -> None:
         self.requests += 1
-        self.input_tokens += input_tokens if input_tokens is not None else estimate_input_tokens(params)
+        request_in = input_tokens if input_tokens is not None else estimate_input_tokens(params)
         attached = getattr(item, "media", None)
         if attached is not None:
             tokens = attached.tokens
-            self.input_tokens += tokens
+            request_in += tokens
             entry = self.media[attached.kind]
             entry["items"] += 1
             entry["tokens"] += tokens
@@ -116,7 +125,12 @@ class Tally:
                            else {"width": attached.width, "height": attached.height})
                 self.listed.append({"custom_id": item.custom_id, "type": attached.kind,
                                     "media_type": attached.media_type, **figures, "tokens": tokens})
-        self.output_tokens += min(output_estimate, int(params.get("max_tokens", output_estimate)))
+        self.input_tokens += request_in
+        request_out = min(output_estimate, int(params.get("max_tokens", output_estimate)))
+        self.output_tokens += request_out
+        if self.long_threshold is not None and request_in > self.long_threshold:
+            self.long_input += request_in
+            self.long_output += request_out
         self.max_output_tokens += int(params.get("max_tokens", 0))
         self.prefix_tokens = max(self.prefix_tokens, cached_prefix_tokens(params))
 
@@ -124,7 +138,9 @@ class Tally:
         """The same job with its input and output totals scaled (a range's end)."""
         return dataclasses.replace(self, input_tokens=round(self.input_tokens * input_scale),
                                    output_tokens=min(round(self.output_tokens * output_scale), self.max_output_tokens),
-                                   prefix_tokens=round(self.prefix_tokens * input_scale))
+                                   prefix_tokens=round(self.prefix_tokens * input_scale),
+                                   long_input=round(self.long_input * input_scale),
+                                   long_output=round(self.long_output * output_scale))
 
 
 @dataclass
@@ -152,9 +168,14 @@ def _costs(t: Tally, prices: Prices, batch_ttl: str | None, hit_rate: float) -> 
         """Standard-price cost with the prefix written once, then read on a hit and written again on a miss."""
         prefix_cost_ = t.prefix_tokens * prices.input * prefix_cost(t.requests, write, prices.read_multiplier, hit)
         rest = (t.input_tokens - t.prefix_tokens * t.requests) * prices.input
-        return (prefix_cost_ + rest + t.output_tokens * prices.output) / per
+        return (prefix_cost_ + rest + t.output_tokens * prices.output) / per + long_extra
 
-    direct = (t.input_tokens * prices.input + t.output_tokens * prices.output) / per
+    # Requests above the long-prompt tier's threshold pay the tier's prices: the difference, on their tokens
+    # (their shared prefix priced as plain input: it is a sliver of a prompt that long).
+    tier = prices.long_prompt
+    long_extra = ((tier.input - prices.input) * t.long_input + (tier.output - prices.output) * t.long_output) / per \
+        if tier is not None else 0.0
+    direct = (t.input_tokens * prices.input + t.output_tokens * prices.output) / per + long_extra
     out = {"direct": direct, "batch": direct * BATCH_DISCOUNT, "direct_cached": direct, "batch_cached": direct * BATCH_DISCOUNT}
     if t.prefix_tokens and t.requests:
         # The TTL follows the mode (build.choose_cache), and so does the write price.
@@ -300,7 +321,8 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     given, repeated in the suggested `prepare` command)."""
     job = open_job(require_price=False, **job_kwargs)
     estimate = output_estimate(job.template, job.model, job.max_tokens)
-    tally = Tally()
+    tier = job.prices.long_prompt if job.prices is not None else None
+    tally = Tally(long_threshold=tier.threshold if tier is not None else None)
     sample: list[dict] = []
     changes = ChangeList()
     sample_media = 0  # the sample's document and image tokens, which the API's count includes
