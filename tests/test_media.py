@@ -426,11 +426,14 @@ def test_prompts_above_the_long_prompt_tier_are_priced_at_it_by_plan_and_the_pil
     for name, pages in (("a", 50), ("b", 60), ("c", 2)):
         Path(f"docs/{name}.pdf").write_bytes(samples.pdf(pages))
     job = ("-t", "summarize", "-i", "docs/*.pdf", "--model", "claude-haiku-5-5")
-    planned = bp("plan", *job).receipt["modes"]["direct"]
+    plan_modes = bp("plan", *job).receipt["modes"]
+    planned = plan_modes["direct"]
     direct = bp("run", *job, "--mode", "direct", "--emulate", "--run", "d")
     assert direct.code == 0, direct.stderr
     low, high = planned["cost_range_usd"]
     assert low <= direct.receipt["cost_usd"] <= high, (planned, direct.receipt["cost_usd"])
+    kept = json.loads(Path("d/run.json").read_text())["estimate"]  # the run keeps plan's figure, tier included
+    assert kept["cost_usd"] == plan_modes[kept["mode"]]["cost_usd"], (kept, plan_modes[kept["mode"]])
     piloted = bp("run", *job, "--mode", "batch", "--emulate", "--run", "p", "--pilot", "2")
     assert piloted.code == 0, piloted.stderr
     estimate = piloted.receipt["pilot"]["whole_job"]["cost_usd"]

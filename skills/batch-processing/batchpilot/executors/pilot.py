@@ -15,7 +15,7 @@ stop or continue with the rest in the chosen mode without redoing the pilot item
    item's own size (`Sizes.item`: its messages and attachment, without the instructions every request
    shares), out = a * in^b, fitted by least squares on the pilot's log sizes (b ~ 0 when answers have one length whatever the item, larger when they
    grow with it), with the mean residual factor so the fit is unbiased. Cost and time per mode are plan's
-   formulas (`prepare.plan.mode_costs`) on those tallies, plus what the pilot already cost.
+   formulas (`prepare.costs.mode_costs`) on those tallies, plus what the pilot already cost.
 4. `pilot.json` (written atomically, under the run lock) records it all; a re-run finds it and goes on.
    With `--pilot-only`, when the extrapolated cost of the chosen mode exceeds `--max-cost`, or when no pilot
    item was answered (nothing measured bounds the rest; typed again, the pilot is sent again), `run` stops
@@ -41,7 +41,7 @@ from batchpilot.core.progress import Progress
 from batchpilot.core.tokens import request_segments
 from batchpilot.executors.pilot_sizes import Sizes
 from batchpilot.prepare.estimates import OUTPUT_SPREAD
-from batchpilot.prepare.plan import Tally, cached_prefix_tokens, mode_costs
+from batchpilot.prepare.costs import Tally, cached_prefix_tokens, mode_costs
 from batchpilot.results.summary import run_prices
 from batchpilot.rundir.journal import journal
 from batchpilot.rundir.lock import run_lock

@@ -24,7 +24,7 @@ from batchpilot.core.models import Prices, tokenizer_factor
 from batchpilot.core.tokens import estimate_json
 
 if TYPE_CHECKING:
-    from batchpilot.prepare.plan import Tally
+    from batchpilot.prepare.costs import Tally
 
 DEFAULT_OUTPUT_SHARE = 0.25
 BATCH_HIT_RATE = 0.64  # the middle of the 30-98% in-batch hit rates the batch docs report

@@ -14,7 +14,7 @@ from typing import Any
 
 from batchpilot.core.models import Prices
 from batchpilot.prepare.estimates import OutputEstimate, output_estimate
-from batchpilot.prepare.plan import Tally, mode_costs
+from batchpilot.prepare.costs import Tally, mode_costs
 
 PRICED_MODES = ("batch", "direct")
 
@@ -28,8 +28,10 @@ class RunEstimate:
 
     @classmethod
     def for_job(cls, job: Any) -> "RunEstimate":
-        """For a `prepare.job.Job`."""
-        return cls(job.mode, job.prices, output_estimate(job.template, job.model, job.max_tokens))
+        """For a `prepare.job.Job`; a long-prompt tier is tallied apart, as plan does."""
+        tier = job.prices.long_prompt if job.prices is not None else None
+        return cls(job.mode, job.prices, output_estimate(job.template, job.model, job.max_tokens),
+                   Tally(long_threshold=tier.threshold if tier is not None else None))
 
     def add(self, params: dict, item: Any = None) -> None:
         self.tally.add(params, self.output.tokens, item=item)
