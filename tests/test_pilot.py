@@ -241,3 +241,33 @@ def test_a_damaged_pilot_record_is_an_error_with_a_way_out(bp):
     again = bp(*args, "--pilot-only")
     assert again.code == 0 and json.loads(Path("r/pilot.json").read_text())["ids"] == json.loads(good)["ids"], again.stderr
     assert len(records(Path("r/results.jsonl"))) == 2
+
+
+def test_a_damaged_estimate_in_run_json_shows_unknown_in_the_report(bp):
+    """run.json is the user's file: an estimate edited into a string, a negative, a number too large for a float,
+    or an object shows "unknown", a tiny figure no ratio, it neither stops the report nor prints nonsense."""
+    items = write_items(3)
+    done = bp("run", "--template", "classify", "--items", items, "--var", "labels=bug,other", "--mode", "direct",
+              "--emulate", "--run", "d")
+    assert done.code == 0, done.stderr
+    manifest = Path("d/run.json")
+    original = json.loads(manifest.read_text())
+    billed = json.loads(Path("d/summary.json").read_text())["cost_usd"]
+    hostile = {"string": '"abc"', "strings": '{"mode": "direct", "cost_usd": "0.5", "cost_range_usd": "x"}',
+               "negative": '{"mode": "direct", "cost_usd": -1, "cost_range_usd": [-2, -1]}',
+               "huge": '{"mode": "direct", "cost_usd": 1%s, "cost_range_usd": [0, 1e308]}' % ("0" * 400),
+               "tiny": '{"mode": "direct", "cost_usd": 1e-300, "cost_range_usd": [0, 1e-300]}',
+               "nested": '{"mode": {"a": [1]}, "cost_usd": {"x": 1}, "output_source": {"q": 1}}'}
+    for name, value in hostile.items():
+        manifest.write_text(json.dumps({**original, "estimate": "@"}).replace('"@"', value))
+        report = bp("report", "d")
+        assert report.code == 0 and "Traceback" not in report.stderr, (name, report.stderr)
+        page, md = Path("d/report.html").read_text(), Path("d/report.md").read_text()
+        if name == "string":  # not an object: no estimate at all, no section
+            assert 'id="estimate"' not in page and "Estimate vs billed" not in md
+            continue
+        rows = dict(estimate_rows(page))
+        mode = "direct" if name != "nested" else "unknown"
+        shown = "$0.0000 ($0.0000–$0.0000)" if name == "tiny" else "unknown"  # and no billed / estimate of 1e300
+        assert rows == {f"estimate when prepared, {mode} (range)": shown, "billed, whole run": f"${billed:,.4f}"}, name
+        assert "{" not in md.split("## Estimate vs billed")[1], name  # no Python repr of the object in the note

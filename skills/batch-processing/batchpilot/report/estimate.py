@@ -14,9 +14,15 @@ and run.json's `cache` says the requests are cached, else the plain mode. Until 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 TITLE = "Estimate vs billed"
+# The rows run.json's `estimate` can name (`prepare.run_estimate`); anything else shows as "unknown".
+PREPARED_MODES = ("batch", "batch_cached", "direct", "direct_cached")
+# No figure in these files (dollars, items, shares) comes near this: a larger one is a damaged file.
+PLAUSIBLE_MAX = 1e12
+SMALLEST_COST = 0.00005  # below it a cost prints as $0.0000, and a ratio to it means nothing
 
 
 def money(value: Any) -> str:
@@ -29,7 +35,15 @@ def _count(value: Any) -> str:
 
 
 def _number(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """`value` if it is a plausible figure (a finite number from 0 to PLAUSIBLE_MAX), else None ("unknown"):
+    a hand-edited run.json, pilot.json or summary.json must neither stop the report nor print nonsense."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)  # an integer too large for a float is a damaged file, not a crash
+    except OverflowError:
+        return None
+    return value if math.isfinite(number) and 0 <= number <= PLAUSIBLE_MAX else None
 
 
 def _obj(value: Any) -> dict:
@@ -62,7 +76,7 @@ def _bill_rows(summary: dict, estimate: float | None) -> list[tuple[str, str]]:
         rows = [(f"billed so far ({missing:,.0f} of {_count(summary.get('items'))} items without a result)", money(billed))]
     else:
         rows = [("billed, whole run", money(billed))]
-    if billed is not None and estimate is not None and estimate > 0:
+    if billed is not None and estimate is not None and estimate >= SMALLEST_COST:
         rows.append(("billed so far / estimate" if missing else "billed / estimate", f"{billed / estimate:.2f}"))
     return rows
 
@@ -73,8 +87,10 @@ def _prepared_row(manifest: dict) -> tuple[tuple[str, str], float | None, str] |
     if not before:
         return None
     cost = _number(before.get("cost_usd"))
-    label = f"estimate when prepared, {before.get('mode')} (range)"
-    return (label, money(cost) + _range_text(before)), cost, str(before.get("output_source") or "")
+    mode = before.get("mode") if before.get("mode") in PREPARED_MODES else "unknown"
+    text = "unknown" if cost is None else money(cost) + _range_text(before)  # the run had a price: a damaged file
+    source = before.get("output_source")
+    return (f"estimate when prepared, {mode} (range)", text), cost, source if isinstance(source, str) else ""
 
 
 def estimate_section(manifest: dict, summary: dict, pilot: dict | None) -> dict | None:
@@ -85,8 +101,8 @@ def estimate_section(manifest: dict, summary: dict, pilot: dict | None) -> dict 
         if prepared is None:
             return None  # an older run, an unpriced model, or a mode billed to a Claude Code plan
         row, cost, source = prepared
-        note = (f"The estimate is what plan prints for this job, from {source}. The bill is the run's cost in "
-                "summary.json: every attempt, retries included.")
+        note = (f"The estimate is what plan prints for this job{', from ' + source if source else ''}. The bill is "
+                "the run's cost in summary.json: every attempt, retries included.")
         return {"title": TITLE, "rows": [row, *_bill_rows(summary, cost)], "note": note}
     figures = pilot["figures"]
     tokens, cache = _obj(figures.get("billed_tokens")), _obj(figures.get("cache"))

@@ -207,7 +207,7 @@ def render_html(manifest: dict, summary: dict, data: dict) -> str:
         "</tbody></table></section>",
     ]
     estimate = data.get("estimate")
-    if estimate:  # `run --pilot`: report/estimate.py computes the rows report.md shows too
+    if estimate:  # report/estimate.py computes the rows report.md shows too
         parts += [f'<section id="estimate"><h2>{_e(estimate["title"])}</h2><table class="money"><tbody>',
                   "".join(f"<tr><td>{_e(label)}</td><td>{_e(text)}</td></tr>" for label, text in estimate["rows"]),
                   f'</tbody></table><p class="meta">{_e(estimate["note"])}</p></section>']

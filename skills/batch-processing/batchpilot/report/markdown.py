@@ -133,7 +133,7 @@ def write_report(run_dir: Path, progress: Any = None, formats: tuple[str, ...] =
         progress.stage(f"writing the report of {run_dir} ...")
     data = collect(run_dir, schema)
     pilot = read_json(run_dir / "pilot.json", "pilot.json") if (run_dir / "pilot.json").exists() else None
-    data["estimate"] = estimate_section(manifest, summary, pilot)  # `run --pilot`: its estimate against the bill
+    data["estimate"] = estimate_section(manifest, summary, pilot)  # plan's (and a pilot's) estimate against the bill
     with atomic_stream(run_dir / "report.md", sweep=True) as fh:
         fh.write(render_md(manifest, summary, data))
     with atomic_stream(run_dir / "report.html", sweep=True) as fh:
