@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchpilot.core.models import BATCH_DISCOUNT, Prices
-from batchpilot.core.tokens import ESTIMATE_ERROR, estimate_input_tokens, request_segments
+from batchpilot.core.tokens import ESTIMATE_ERROR, REQUEST_OVERHEAD, request_segments
 from batchpilot.prepare.estimates import BATCH_HIT_RANGE, BATCH_HIT_RATE, batch_cache_choice, batch_hit_rates, prefix_cost
 
 WAVE_SIZE = 10
@@ -58,6 +58,16 @@ def cached_prefix_tokens(params: dict) -> int:
     return upto
 
 
+def _walk(params: dict) -> tuple[int, int]:
+    """(`estimate_input_tokens(params)`, `cached_prefix_tokens(params)`) in one pass over the blocks."""
+    total, upto = 0, 0
+    for seg in request_segments(params):
+        total += seg.tokens
+        if seg.cache_ttl:
+            upto = total
+    return REQUEST_OVERHEAD + total, upto
+
+
 MEDIA_LISTED = 20  # attachments the plan receipt lists one by one
 
 
@@ -82,7 +92,10 @@ class Tally:
 
     def add(self, params: dict, output_estimate: int, input_tokens: int | None = None, item: Any = None) -> None:
         self.requests += 1
-        request_in = input_tokens if input_tokens is not None else estimate_input_tokens(params)
+        # One walk over the request's blocks gives both its input and its cached prefix: each walk serialises
+        # the tools and the output schema, and prepare tallies every request it writes.
+        counted, prefix = _walk(params)
+        request_in = input_tokens if input_tokens is not None else counted
         attached = getattr(item, "media", None)
         if attached is not None:
             tokens = attached.tokens
@@ -106,7 +119,7 @@ class Tally:
             self.long_input += request_in
             self.long_output += request_out
         self.max_output_tokens += int(params.get("max_tokens", 0))
-        self.prefix_tokens = max(self.prefix_tokens, cached_prefix_tokens(params))
+        self.prefix_tokens = max(self.prefix_tokens, prefix)
 
     def scaled(self, input_scale: float, output_scale: float) -> "Tally":
         """The same job with its input and output totals scaled (a range's end)."""
