@@ -7,6 +7,7 @@ import html
 import json
 import random
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -271,3 +272,26 @@ def test_a_damaged_estimate_in_run_json_shows_unknown_in_the_report(bp):
         shown = "$0.0000 ($0.0000–$0.0000)" if name == "tiny" else "unknown"  # and no billed / estimate of 1e300
         assert rows == {f"estimate when prepared, {mode} (range)": shown, "billed, whole run": f"${billed:,.4f}"}, name
         assert "{" not in md.split("## Estimate vs billed")[1], name  # no Python repr of the object in the note
+
+
+def test_direct_with_the_one_hour_cache_is_estimated_at_its_write_price(bp):
+    """`--cache 1h` in direct mode writes the instructions at 2x the input price, not the 5-minute 1.25x
+    (https://platform.claude.com/docs/en/build-with-claude/prompt-caching#pricing): plan and run.json's
+    estimate say what the dearer cache adds to the bill."""
+    items = write_items(3)
+    template = Path("long-classify")  # instructions long enough for the model to cache
+    shutil.copytree(Path(__file__).resolve().parents[1] / "skills" / "batch-processing" / "templates" / "classify", template)
+    with open(template / "system.md", "a", encoding="utf-8") as fh:
+        fh.write("\n" + "Read the whole ticket before you choose a label. " * 400)
+    job = ("--template", template, "--items", items, "--var", "labels=bug,other", "--model", "claude-sonnet-4-5")
+    planned, kept, billed = {}, {}, {}
+    for ttl in ("5m", "1h"):
+        planned[ttl] = bp("plan", *job, "--cache", ttl).receipt["modes"]["direct_cached"]["cost_usd"]
+        done = bp("run", *job, "--cache", ttl, "--mode", "direct", "--emulate", "--run", ttl)
+        assert done.code == 0, done.stderr
+        kept[ttl] = json.loads(Path(f"{ttl}/run.json").read_text())["estimate"]["cost_usd"]
+        billed[ttl] = json.loads(Path(f"{ttl}/summary.json").read_text())["cost_usd"]
+    assert kept == planned
+    # what the 1-hour cache adds, as a share of the 5-minute run (the local token estimate's error cancels out)
+    extra_billed, extra_planned = billed["1h"] / billed["5m"] - 1, planned["1h"] / planned["5m"] - 1
+    assert extra_billed > 0.2 and abs(extra_planned - extra_billed) <= 0.1 * extra_billed, (planned, billed)

@@ -224,7 +224,8 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
             own = estimate - (cached_prefix_tokens(params) if prefix else 0)
             rest.add(params, predicted, input_tokens=prefix + round(max(own, 0) * input_ratio))
     rest.prefix_tokens = prefix
-    modes = mode_costs(rest, prices, _rest_ttl(run_dir))
+    ttl = _rest_ttl(run_dir)
+    modes = mode_costs(rest, prices, ttl, "1h" if ttl == "1h" else "5m")  # the rest's cache, in either mode
     figures["fit"] = {"output_per_item": f"{smear * a:.3g} x input^{b:.2f}",
                       "input_billed_per_estimated": round(input_ratio, 3), "cached_prefix_billed": prefix}
     figures["extrapolated"] = {

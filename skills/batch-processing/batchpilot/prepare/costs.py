@@ -4,8 +4,9 @@
 tier's share); `mode_costs` turns a tally into each mode's expected cost, range and duration:
 
 * direct — standard price, every input token billed in full;
-* direct_cached — standard price, the shared prefix written once to the 5-minute cache (1.25x) and read by
-  every other request: what `prepare --mode direct` sends when the prefix is cacheable;
+* direct_cached — standard price, the shared prefix written once to the 5-minute cache (1.25x), or the
+  1-hour one (2x) under `--cache 1h` (https://platform.claude.com/docs/en/build-with-claude/prompt-caching#pricing),
+  and read by every other request: what `prepare --mode direct` sends when the prefix is cacheable;
 * batch — 50% of standard;
 * batch_cached — 50%, with the shared prefix in the cache batch mode chooses for the job's size
   (`estimates.batch_cache_choice`: 1 hour (2x writes) for a large batch, 5 minutes (1.25x) for a small one,
@@ -146,9 +147,10 @@ class Mode:
                 **self.extra}
 
 
-def _costs(t: Tally, prices: Prices, batch_ttl: str | None, hit_rate: float) -> dict[str, float]:
+def _costs(t: Tally, prices: Prices, batch_ttl: str | None, hit_rate: float, direct_ttl: str = "5m") -> dict[str, float]:
     """The dollar cost of each priced mode for the tally; a batch's shared prefix under `batch_ttl` (None: not
-    cached), its in-batch hits at `hit_rate` for a 1-hour entry (`estimates.batch_hit_rates`)."""
+    cached), its in-batch hits at `hit_rate` for a 1-hour entry (`estimates.batch_hit_rates`); direct's under
+    `direct_ttl`."""
     per = 1_000_000
 
     def with_cache(write: float, hit: float) -> float:
@@ -166,7 +168,7 @@ def _costs(t: Tally, prices: Prices, batch_ttl: str | None, hit_rate: float) -> 
     out = {"direct": direct, "batch": direct * BATCH_DISCOUNT, "direct_cached": direct, "batch_cached": direct * BATCH_DISCOUNT}
     if t.prefix_tokens and t.requests:
         # The TTL follows the mode (build.choose_cache), and so does the write price.
-        out["direct_cached"] = with_cache(prices.write_5m, 1.0)
+        out["direct_cached"] = with_cache(prices.write_1h if direct_ttl == "1h" else prices.write_5m, 1.0)
         if batch_ttl:
             write = prices.write_1h if batch_ttl == "1h" else prices.write_5m
             out["batch_cached"] = with_cache(write, batch_hit_rates(t.requests, hit_rate)[batch_ttl]) * BATCH_DISCOUNT
@@ -181,17 +183,18 @@ def batch_ttl_for(t: Tally, prices: Prices | None) -> str | None:
     return None if choice == "none" else choice
 
 
-def mode_costs(t: Tally, prices: Prices | None, batch_ttl: str | None = "auto") -> dict[str, Mode]:
+def mode_costs(t: Tally, prices: Prices | None, batch_ttl: str | None = "auto", direct_ttl: str = "5m") -> dict[str, Mode]:
     """Cost (expected and range) and duration per mode for the tallied job. `batch_ttl`: the cache the batch
-    requests carry ("5m", "1h", None for none), or "auto" for what batch mode would choose for the job."""
+    requests carry ("5m", "1h", None for none), or "auto" for what batch mode would choose for the job;
+    `direct_ttl`: the cache direct requests carry when cached ("5m", or "1h" under `--cache 1h`)."""
     direct = direct_cached = batch = cached = None
     ranges: dict[str, tuple[float, float]] = {}
     if batch_ttl == "auto":
         batch_ttl = batch_ttl_for(t, prices)
     if prices is not None:
-        expected = _costs(t, prices, batch_ttl, BATCH_HIT_RATE)
-        low = _costs(t.scaled(1 - t.input_error, t.spread[0]), prices, batch_ttl, BATCH_HIT_RANGE[1])
-        high = _costs(t.scaled(1 + t.input_error, t.spread[1]), prices, batch_ttl, BATCH_HIT_RANGE[0])
+        expected = _costs(t, prices, batch_ttl, BATCH_HIT_RATE, direct_ttl)
+        low = _costs(t.scaled(1 - t.input_error, t.spread[0]), prices, batch_ttl, BATCH_HIT_RANGE[1], direct_ttl)
+        high = _costs(t.scaled(1 + t.input_error, t.spread[1]), prices, batch_ttl, BATCH_HIT_RANGE[0], direct_ttl)
         ranges = {name: (low[name], high[name]) for name in expected}
         direct, batch, direct_cached, cached = (expected[k] for k in ("direct", "batch", "direct_cached", "batch_cached"))
     direct_seconds = max(
@@ -206,8 +209,8 @@ def mode_costs(t: Tally, prices: Prices | None, batch_ttl: str | None = "auto") 
                        f"standard price; time assumes {ASSUMED_RPM} requests/min and {ASSUMED_ITPM:,} input tokens/min",
                        cost_range=ranges.get("direct")),
         "direct_cached": Mode("direct_cached", direct_cached, direct_seconds,
-                              "standard price, shared instructions written once to the 5-minute cache and read by every other "
-                              "request (what direct mode sends)" if t.prefix_tokens
+                              f"standard price, shared instructions written once to the {'1-hour' if direct_ttl == '1h' else '5-minute'} "
+                              "cache and read by every other request (what direct mode sends)" if t.prefix_tokens
                               else "the shared instructions are below the model's minimum cacheable length",
                               cost_range=ranges.get("direct_cached")),
         "batch": Mode("batch", batch, BATCH_TYPICAL_SECONDS, "50% price; most batches end within 1 hour, at most 24 hours",

@@ -66,13 +66,14 @@ def recommend(items: int, needs_tools: bool, urgent: bool, dependent: bool, api_
 
 def build_plan(t: Tally, prices: Prices | None, model: str, needs_tools: bool, urgent: bool, dependent: bool,
                token_source: str, output: OutputEstimate | None = None, api_key: bool = True,
-               claude_cli: bool = False, batch_cache: dict | None = None) -> dict:
+               claude_cli: bool = False, batch_cache: dict | None = None, direct_ttl: str = "5m") -> dict:
     """The plan receipt's body. `batch_cache`: the cache choice batch requests would carry (ttl, why), as the
-    request builder made it for this job's size; None: batch mode's `auto` choice."""
+    request builder made it for this job's size; None: batch mode's `auto` choice. `direct_ttl`: the cache
+    direct requests would carry ("1h" under `--cache 1h`, else "5m")."""
     if output is not None:
         t.spread = output.spread
     batch_ttl = "auto" if batch_cache is None else (None if batch_cache["ttl"] == "none" else batch_cache["ttl"])
-    modes = mode_costs(t, prices, batch_ttl)
+    modes = mode_costs(t, prices, batch_ttl, direct_ttl)
     advice = cache_advice(t, prices)
     if not t.prefix_tokens and batch_cache and batch_cache["why"].startswith("--cache"):
         # --cache none left the requests unmarked: say so, not that the instructions are too short to cache
@@ -147,7 +148,7 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     job.builder.retarget(tally.requests)  # the cache choice prepare would make for this many requests
     batch_cache = job.builder.cache_choice if job.mode == "batch" else None
     body = build_plan(tally, job.prices, job.model, needs_tools or job.template.needs_tools, urgent, dependent, source,
-                      estimate, api_key_present(), claude_on_path(), batch_cache)
+                      estimate, api_key_present(), claude_on_path(), batch_cache, "1h" if job.cache == "1h" else "5m")
     warnings = []
     if job.prices is None:
         warnings.append(f"unknown model {job.model!r}: costs are null; spending commands refuse it unless --price-in and --price-out are given")

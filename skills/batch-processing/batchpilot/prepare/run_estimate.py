@@ -42,7 +42,10 @@ class RunEstimate:
         if self.prices is None or self.mode not in PRICED_MODES or not self.tally.requests:
             return None
         self.tally.spread = self.output.spread
-        modes = mode_costs(self.tally, self.prices, cache_ttl if self.mode == "batch" else "auto")
+        if self.mode == "batch":
+            modes = mode_costs(self.tally, self.prices, cache_ttl)
+        else:  # direct: its one cache write at the price of the cache its requests carry
+            modes = mode_costs(self.tally, self.prices, "auto", cache_ttl or "5m")
         key = f"{self.mode}_cached" if cache_ttl and self.tally.prefix_tokens else self.mode
         row = modes[key]
         if row.cost_usd is None or row.cost_range is None:
