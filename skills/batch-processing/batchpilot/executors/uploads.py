@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,25 +67,37 @@ def upload_name(media: dict, run_dir: Path) -> str:
     return f"{media['sha256'][:16]}-{tag}-{os.path.basename(media['path'])}"
 
 
-def _journal_state(run_dir: Path) -> tuple[dict[str, str], set[str], set[str], bool, bool]:
-    """(sha -> file_id done, shas with an intent, file ids deleted, uploads resolved, round 1 planned)."""
-    done: dict[str, str] = {}
-    intents: set[str] = set()
-    deleted: set[str] = set()
-    resolved = planned = False
+@dataclass
+class UploadJournal:
+    """What the journal says of a run's uploads, read in one pass."""
+
+    done: dict[str, str] = field(default_factory=dict)  # sha -> its latest upload_done file id
+    intents: set[str] = field(default_factory=set)  # shas with any upload_intent
+    pending: set[str] = field(default_factory=set)  # shas whose last intent has no done yet
+    deleted: set[str] = field(default_factory=set)  # file ids deleted
+    history: dict[str, str] = field(default_factory=dict)  # every file id done -> its sha
+    resolved: bool = False  # requests.jsonl carries the real ids
+    planned: bool = False  # round 1 is planned (the batch executor took over)
+
+
+def _journal_state(run_dir: Path) -> UploadJournal:
+    state = UploadJournal()
     for event in iter_journal(run_dir):
         kind = event.get("event")
         if kind == "upload_intent":
-            intents.add(event["sha256"])
+            state.intents.add(event["sha256"])
+            state.pending.add(event["sha256"])
         elif kind == "upload_done":
-            done[event["sha256"]] = event["file_id"]
+            state.done[event["sha256"]] = event["file_id"]
+            state.history[event["file_id"]] = event["sha256"]
+            state.pending.discard(event["sha256"])
         elif kind == "upload_deleted":
-            deleted.add(event["file_id"])
+            state.deleted.add(event["file_id"])
         elif kind == "uploads_resolved":
-            resolved = True
+            state.resolved = True
         elif kind == "round_planned":
-            planned = True
-    return done, intents, deleted, resolved, planned
+            state.planned = True
+    return state
 
 
 def ensure_uploads(client: Any, run_dir: Path, progress: Progress) -> dict | None:
@@ -92,8 +105,9 @@ def ensure_uploads(client: Any, run_dir: Path, progress: Progress) -> dict | Non
     run_dir = Path(run_dir)
     if not uses_uploads(run_dir):
         return None
-    done, intents, deleted, resolved, planned = _journal_state(run_dir)
-    if resolved or planned:
+    journal_state = _journal_state(run_dir)
+    done, intents = journal_state.done, journal_state.intents
+    if journal_state.resolved or journal_state.planned:
         return {"files": len(done), "uploaded": 0, "reconciled": 0}
     files = wanted(run_dir)
     uploaded = reconciled = 0
@@ -142,7 +156,8 @@ def restore_uploads(client: Any, run_dir: Path, custom_ids: Any, progress: Progr
     run_dir = Path(run_dir)
     if not uses_uploads(run_dir):
         return 0
-    done, pending, deleted, history = _upload_history(run_dir)
+    journal_state = _journal_state(run_dir)
+    done, pending, deleted, history = journal_state.done, journal_state.pending, journal_state.deleted, journal_state.history
     if not deleted:
         return 0  # the uploads of a job that has not ended are all alive
     files = wanted(run_dir)
@@ -166,25 +181,6 @@ def restore_uploads(client: Any, run_dir: Path, custom_ids: Any, progress: Progr
     if stale:
         _replace_ids(run_dir, stale)
     return restored
-
-
-def _upload_history(run_dir: Path) -> tuple[dict[str, str], set[str], set[str], dict[str, str]]:
-    """(sha -> current file id, shas whose last intent has no done yet, deleted ids, every id -> its sha)."""
-    done: dict[str, str] = {}
-    pending: set[str] = set()
-    deleted: set[str] = set()
-    history: dict[str, str] = {}
-    for event in iter_journal(run_dir):
-        kind = event.get("event")
-        if kind == "upload_intent":
-            pending.add(event["sha256"])
-        elif kind == "upload_done":
-            done[event["sha256"]] = event["file_id"]
-            history[event["file_id"]] = event["sha256"]
-            pending.discard(event["sha256"])
-        elif kind == "upload_deleted":
-            deleted.add(event["file_id"])
-    return done, pending, deleted, history
 
 
 def _replace_ids(run_dir: Path, stale: dict[str, str]) -> None:
@@ -238,7 +234,8 @@ def finish_uploads(client: Any, run_dir: Path, ended: bool, progress: Progress) 
     run_dir = Path(run_dir)
     if not uses_uploads(run_dir):
         return None
-    done, _, deleted, _, _ = _journal_state(run_dir)
+    journal_state = _journal_state(run_dir)
+    done, deleted = journal_state.done, journal_state.deleted
     live = [fid for fid in done.values() if fid not in deleted]
     if open_run(run_dir).get("keep_uploads"):
         return {"kept": len(live), "why": "--keep-uploads"}
