@@ -13,9 +13,10 @@ stop or continue with the rest in the chosen mode without redoing the pilot item
    it, the rest of each request's input is the local estimate scaled by the pilot's billed/estimated ratio of
    that rest (an attachment counted by its pages or pixels, `pilot_sizes`); output follows a power law of the
    item's own size (`Sizes.item`: its messages and attachment, without the instructions every request
-   shares), out = a * in^b, fitted by least squares on the pilot's log sizes (b ~ 0 when answers have one length whatever the item, larger when they
-   grow with it), with the mean residual factor so the fit is unbiased. Cost and time per mode are plan's
-   formulas (`prepare.costs.mode_costs`) on those tallies, plus what the pilot already cost.
+   shares), out = a * in^b, fitted by least squares on the pilot's log sizes (b ~ 0 when answers have one
+   length whatever the item, larger when they grow with it), with the mean residual factor so the fit is
+   unbiased. Cost and time per mode are plan's formulas (`prepare.costs.mode_costs`) on those tallies, plus
+   what the pilot already cost.
 4. `pilot.json` (written atomically, under the run lock) records it all; a re-run finds it and goes on.
    With `--pilot-only`, when the extrapolated cost of the chosen mode exceeds `--max-cost`, or when no pilot
    item was answered (nothing measured bounds the rest; typed again, the pilot is sent again), `run` stops
@@ -319,17 +320,26 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
     return PilotOutcome(receipt, stop, int(state["rest"]))
 
 
+def _is_state(state: Any) -> bool:
+    """Whether `state` has the shape `pilot_step` writes: ids (strings), rest (a count), figures (None or an
+    object whose `extrapolated` is None or holds one object per mode)."""
+    if not isinstance(state, dict) or not isinstance(state.get("rest"), int):
+        return False
+    ids, figures = state.get("ids"), state.get("figures")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return False
+    if figures is None:
+        return True
+    rows = figures.get("extrapolated") if isinstance(figures, dict) else "not an object"
+    return rows is None or (isinstance(rows, dict) and all(isinstance(v, dict) for v in rows.values()))
+
+
 def _read_state(path: Path) -> dict | None:
     """pilot.json, None when there is none; a file of another shape is an Error, not a traceback."""
     if not path.exists():
         return None
     state = read_json(path, "pilot.json")
-    figures = state.get("figures") if isinstance(state, dict) else None
-    if (not isinstance(state, dict) or not isinstance(state.get("ids"), list)
-            or not all(isinstance(i, str) for i in state["ids"]) or not isinstance(state.get("rest"), int)
-            or not (figures is None or (isinstance(figures, dict)
-                                        and isinstance(figures.get("extrapolated"), (dict, type(None)))
-                                        and all(isinstance(v, dict) for v in (figures.get("extrapolated") or {}).values())))):
+    if not _is_state(state):
         raise BatchpilotError(f"{path} is not a pilot record batchpilot wrote (ids, rest, figures)",
                               "delete pilot.json and type the run command again with the same --pilot N: the same items "
                               "are picked and measured from their recorded results, none answered is sent again")
