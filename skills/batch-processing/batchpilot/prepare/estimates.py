@@ -30,6 +30,7 @@ DEFAULT_OUTPUT_SHARE = 0.25
 BATCH_HIT_RATE = 0.64  # the middle of the 30-98% in-batch hit rates the batch docs report
 BATCH_HIT_RANGE = (0.30, 0.98)
 FIVE_MINUTE_REQUESTS = 100  # requests of a batch assumed to be processed within one 5-minute window
+LARGE_BATCH = 10_000  # the size assumed while a job's items are still streaming (not yet counted)
 # How far one source's output estimate may be from the bill (low, high multipliers): an example output is one
 # answer, and answers vary with the item; a template author's guess and a share of max_tokens vary more.
 # The example's spread is the widest billed/estimated output ratio bench/bench_estimates.py measured over the
@@ -82,8 +83,8 @@ def batch_hit_rates(requests: int | None, hit_rate: float = BATCH_HIT_RATE) -> d
     `hit_rate`; the 5-minute one gets it only for the share of the batch assumed to be processed within one
     5-minute window, about FIVE_MINUTE_REQUESTS requests (a stated assumption, not a documented figure).
     """
-    share = 1.0 if requests is None or requests <= 0 else min(1.0, FIVE_MINUTE_REQUESTS / requests)
-    return {"5m": hit_rate * (share if requests is not None else 0.0), "1h": hit_rate}
+    size = max(requests or LARGE_BATCH, 1)
+    return {"5m": hit_rate * min(1.0, FIVE_MINUTE_REQUESTS / size), "1h": hit_rate}
 
 
 def prefix_cost(requests: int, write: float, read: float, hit: float) -> float:
@@ -96,7 +97,7 @@ def batch_cache_choice(requests: int | None, write_5m: float, write_1h: float, r
                        hit_rate: float = BATCH_HIT_RATE) -> tuple[str, dict[str, float], str]:
     """(the cheapest choice for a batch of `requests`: "5m", "1h" or "none"; each choice's expected prefix cost
     per request, in prefix-lengths at input price; why). `requests` None: a batch of unknown, large size."""
-    n = requests if requests is not None else 10_000
+    n = requests or LARGE_BATCH
     hits = batch_hit_rates(requests, hit_rate)
     costs = {"none": 1.0,
              "5m": prefix_cost(n, write_5m, read, hits["5m"]) / n,
