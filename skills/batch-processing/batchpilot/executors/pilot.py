@@ -214,8 +214,7 @@ def measure(run_dir: Path, ids: set[str], merged_status: dict[str, str]) -> dict
         input_ratio = (billed_in - billed_prefix) / max(estimated_in - estimated_prefix, 1)
     else:
         input_ratio = billed_in / max(estimated_in, 1)
-    tier = prices.long_prompt if prices is not None else None
-    rest = Tally(spread=OUTPUT_SPREAD["pilot"], input_error=0.05, long_threshold=tier.threshold if tier else None)
+    rest = Tally.for_prices(prices, spread=OUTPUT_SPREAD["pilot"], input_error=0.05)
     with open(run_dir / REST_FILE, "rb") as fh, Sizes(run_dir / "items.jsonl") as sizes:
         for line in fh:
             request = json.loads(line)

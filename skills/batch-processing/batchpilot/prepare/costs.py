@@ -122,6 +122,12 @@ class Tally:
         self.max_output_tokens += int(params.get("max_tokens", 0))
         self.prefix_tokens = max(self.prefix_tokens, prefix)
 
+    @classmethod
+    def for_prices(cls, prices: Prices | None, **fields: Any) -> "Tally":
+        """An empty tally that keeps apart the requests above `prices`' long-prompt tier, if it has one."""
+        tier = prices.long_prompt if prices is not None else None
+        return cls(long_threshold=tier.threshold if tier is not None else None, **fields)
+
     def scaled(self, input_scale: float, output_scale: float) -> "Tally":
         """The same job with its input and output totals scaled (a range's end)."""
         return dataclasses.replace(self, input_tokens=round(self.input_tokens * input_scale),

@@ -119,8 +119,7 @@ def plan_job(job_kwargs: dict[str, Any], var_words: tuple[str, ...], urgent: boo
     given, repeated in the suggested `prepare` command)."""
     job = open_job(require_price=False, **job_kwargs)
     estimate = output_estimate(job.template, job.model, job.max_tokens)
-    tier = job.prices.long_prompt if job.prices is not None else None
-    tally = Tally(long_threshold=tier.threshold if tier is not None else None)
+    tally = Tally.for_prices(job.prices)
     sample: list[dict] = []
     changes = ChangeList()
     sample_media = 0  # the sample's document and image tokens, which the API's count includes

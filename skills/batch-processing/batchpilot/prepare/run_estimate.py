@@ -29,9 +29,8 @@ class RunEstimate:
     @classmethod
     def for_job(cls, job: Any) -> "RunEstimate":
         """For a `prepare.job.Job`; a long-prompt tier is tallied apart, as plan does."""
-        tier = job.prices.long_prompt if job.prices is not None else None
         return cls(job.mode, job.prices, output_estimate(job.template, job.model, job.max_tokens),
-                   Tally(long_threshold=tier.threshold if tier is not None else None))
+                   Tally.for_prices(job.prices))
 
     def add(self, params: dict, item: Any = None) -> None:
         self.tally.add(params, self.output.tokens, item=item)
