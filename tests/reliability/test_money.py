@@ -58,16 +58,21 @@ def test_results_404_after_end_loses_nothing(bp, api, tmp_path):
     assert len(recorded) == ITEMS
 
 
-def test_foreign_batch_of_the_same_size_is_not_adopted(bp, api, tmp_path):
+def _batch_run_under(bp, api, fault: str) -> list[dict]:
+    """A batch `run` of ITEMS items against an emulator that injects `fault` once; it ends all ok. Its journal."""
     from batchpilot.emulator.behaviour.faults import FaultRule
 
-    api(faults=[FaultRule("foreign_batch", times=1)])
+    api(faults=[FaultRule(fault, times=1)])
     write_items(Path("items.jsonl"), ITEMS)
     r = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "batch", "--run", "job")
     assert r.code == 0, r.stderr
     assert {m["status"] for m in merged(Path("job")).values()} == {"ok"}
+    return [json.loads(line) for line in Path("job/journal.jsonl").read_text().splitlines()]
+
+
+def test_foreign_batch_of_the_same_size_is_not_adopted(bp, api, tmp_path):
+    events = _batch_run_under(bp, api, "foreign_batch")
     assert "foreign-" not in Path("job/results.jsonl").read_text()
-    events = [json.loads(line) for line in Path("job/journal.jsonl").read_text().splitlines()]
     disowned = [e for e in events if e["event"] == "batch_disowned"]
     ours = [e["batch_id"] for e in events if e["event"] == "batch_created" and e["batch_id"] not in
             {d["batch_id"] for d in disowned}]
@@ -77,15 +82,8 @@ def test_foreign_batch_of_the_same_size_is_not_adopted(bp, api, tmp_path):
 
 
 def test_create_answered_529_is_reconciled_not_created_again(bp, api, tmp_path):
-    from batchpilot.emulator.behaviour.faults import FaultRule
-
-    api(faults=[FaultRule("create_overloaded", times=1)])
-    write_items(Path("items.jsonl"), ITEMS)
-    r = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "batch", "--run", "job")
-    assert r.code == 0, r.stderr
-    assert {m["status"] for m in merged(Path("job")).values()} == {"ok"}
+    events = _batch_run_under(bp, api, "create_overloaded")
     assert [e["status"] for e in creates(log_lines(tmp_path))] == [529]  # made once, adopted, never re-sent
-    events = [json.loads(line) for line in Path("job/journal.jsonl").read_text().splitlines()]
     assert [e["reconciled"] for e in events if e["event"] == "batch_created"] == [True]
     assert not [e for e in events if e["event"] == "create_refused"]
 
