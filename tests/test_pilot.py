@@ -7,8 +7,11 @@ import html
 import json
 import random
 import re
+import os
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import command
@@ -39,8 +42,10 @@ def test_a_pilot_is_measured_extrapolated_and_not_redone(bp):
     pilot = first.receipt["pilot"]
     assert first.receipt["stopped"] == "after the pilot (--pilot-only)"
     # runnable as printed from anywhere; the run remembers it is emulated, so no --emulate is needed
-    assert first.receipt["next"] == command("run", "--template", "classify", "--items", Path(items), "--mode", "batch",
-                                            "--run", Path("r"), "--var", "labels=billing,bug,other")
+    # (from this directory: the items spelt as typed are the run's items; spelt absolute, their sources differ)
+    assert first.receipt["next"] == f"cd {shlex.quote(os.getcwd())} && " + command(
+        "run", "--template", "classify", "--items", str(items), "--mode", "batch", "--run", Path("r"),
+        "--var", "labels=billing,bug,other")
     assert pilot["items"] == pilot["answered"] == 8 and pilot["invalid_share"] == 0
     assert pilot["billed_tokens"]["output_tokens"] > 0 and pilot["billed_cost_usd"] > 0
     whole = pilot["whole_job"]
@@ -295,3 +300,22 @@ def test_direct_with_the_one_hour_cache_is_estimated_at_its_write_price(bp):
     # what the 1-hour cache adds, as a share of the 5-minute run (the local token estimate's error cancels out)
     extra_billed, extra_planned = billed["1h"] / billed["5m"] - 1, planned["1h"] / planned["5m"] - 1
     assert extra_billed > 0.2 and abs(extra_planned - extra_billed) <= 0.1 * extra_billed, (planned, billed)
+
+
+def test_the_next_command_after_a_pilot_of_a_folder_runs_as_printed_from_elsewhere(bp, tmp_path):
+    folder = Path("docs")
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"d{i}.txt").write_text(f"Document {i}: " + "the weather in spring " * (i + 1), encoding="utf-8")
+    first = bp("run", "--template", "summarize", "--items", "docs", "--pilot", "2", "--pilot-only", "--emulate")
+    assert first.code == 0 and first.receipt["stopped"] == "after the pilot (--pilot-only)", first.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-c", first.receipt["next"]], cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr  # the folder's items are the run's items, however the path is spelt
+    rest = json.loads(done.stdout)
+    assert rest["run"] == first.receipt["run"] and {k: n for k, n in rest["counts"].items() if n} == {"ok": 5}
+    sent = [r["custom_id"] for r in records(Path(first.receipt["run"]) / "results.jsonl")]
+    assert len(sent) == len(set(sent)) == 5  # the pilot's 2 were not sent again

@@ -11,6 +11,7 @@ reuse the batch run. Each function returns its command's receipt, or the body of
 from __future__ import annotations
 
 import os
+import shlex
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -126,9 +127,14 @@ def execute(run_dir: Path, mode: str, options: RunOptions, progress: Progress, j
 
 
 def rerun_command(job_kwargs: dict[str, Any], run_dir: Path, mode: str, options: RunOptions) -> str:
-    """The `run` command that continues this run after its pilot (the pilot is recorded, not repeated)."""
-    words = ["run", "--template", absolute_source(job_kwargs["template_ref"]), "--items",
-             absolute_source(job_kwargs["items_src"]), "--mode", mode, "--run", run_dir]
+    """The `run` command that continues this run after its pilot (the pilot is recorded, not repeated).
+
+    The items are named as they were typed: a relative folder or glob spelt absolute gives the items other
+    sources, hence other inputs, and the run would refuse them; so such a command first changes to this
+    directory (`cd DIR && ...`), which keeps it runnable from anywhere."""
+    items = job_kwargs["items_src"]
+    words = ["run", "--template", absolute_source(job_kwargs["template_ref"]), "--items", items,
+             "--mode", mode, "--run", run_dir]
     for flag, key in (("--model", "model"), ("--max-tokens", "max_tokens"), ("--price-in", "price_in"),
                       ("--price-out", "price_out"), ("--content-field", "content_field"), ("--file-field", "file_field")):
         if job_kwargs.get(key) is not None:
@@ -141,7 +147,8 @@ def rerun_command(job_kwargs: dict[str, Any], run_dir: Path, mode: str, options:
         words.append("--keep-uploads")
     for name, value in (job_kwargs.get("variables") or {}).items():
         words += ["--var", f"{name}={value}"]
-    return next_command(*words)  # a run remembers whether it is emulated: no --emulate needed
+    line = next_command(*words)  # a run remembers whether it is emulated: no --emulate needed
+    return line if absolute_source(items) == items else f"cd {shlex.quote(os.getcwd())} && {line}"
 
 
 def run_pilot(run_dir: Path, mode: str, options: RunOptions, progress: Progress):
