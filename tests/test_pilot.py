@@ -319,3 +319,12 @@ def test_the_next_command_after_a_pilot_of_a_folder_runs_as_printed_from_elsewhe
     assert rest["run"] == first.receipt["run"] and {k: n for k, n in rest["counts"].items() if n} == {"ok": 5}
     sent = [r["custom_id"] for r in records(Path(first.receipt["run"]) / "results.jsonl")]
     assert len(sent) == len(set(sent)) == 5  # the pilot's 2 were not sent again
+
+
+def test_pilot_only_without_a_pilot_is_a_usage_error_before_anything_is_spent(bp):
+    items = write_items(6)
+    got = bp("run", "--template", "classify", "--items", items, "--var", "labels=billing,bug,other",
+             "--mode", "batch", "--emulate", "--pilot-only")  # forgot --pilot N: must not run the whole job
+    assert got.code == 2, got.stdout
+    assert "Error:" in got.stderr and "--pilot-only" in got.stderr and "--pilot N" in got.stderr
+    assert not Path(".batchpilot").exists()  # nothing prepared, nothing sent

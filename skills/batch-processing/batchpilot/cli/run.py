@@ -59,6 +59,9 @@ def run(ctx: click.Context, run_dir: Path | None, new: bool, mode: str, urgent: 
 
     if new and run_dir is not None:
         raise click.UsageError("--new starts a new run directory; drop --run, or drop --new to resume that run")
+    if pilot_only and pilot is None:  # else the whole job would run and be paid for
+        raise click.UsageError("--pilot-only stops after a pilot, and no --pilot N was given; "
+                               "add --pilot N (e.g. --pilot 20), or drop --pilot-only to run the whole job")
     options = RunOptions(emulate=emulate, no_wait=no_wait, max_rounds=max_rounds, max_cost=max_cost,
                          parallel=parallel, formats=formats, pilot=pilot, pilot_only=pilot_only)
     emit(run_job(job_kwargs(kw), run_dir, mode, urgent, needs_tools, options, Progress(quiet(ctx)), new=new))
