@@ -328,3 +328,16 @@ def test_pilot_only_without_a_pilot_is_a_usage_error_before_anything_is_spent(bp
     assert got.code == 2, got.stdout
     assert "Error:" in got.stderr and "--pilot-only" in got.stderr and "--pilot N" in got.stderr
     assert not Path(".batchpilot").exists()  # nothing prepared, nothing sent
+
+
+def test_a_damaged_rest_file_after_a_pilot_is_written_again_and_the_run_finishes(bp):
+    items = write_items(12)
+    args = ("run", "--template", "classify", "--items", items, "--var", "labels=billing,bug,other",
+            "--mode", "batch", "--emulate", "--run", "r", "--pilot", "4")
+    assert bp(*args, "--pilot-only").code == 0
+    Path("r/rounds/rest-1.jsonl").write_bytes(b'{"custom_id": "x", garbage\n\xff\xfe')  # a disk or an editor
+    again = bp(*args)
+    assert again.code == 0, again.stderr  # not a traceback: the file derives from requests.jsonl
+    assert {k: n for k, n in again.receipt["counts"].items() if n} == {"ok": 12}
+    sent = [r["custom_id"] for r in records(Path("r/results.jsonl"))]
+    assert len(sent) == len(set(sent)) == 12  # the pilot's 4 were not sent again, the rest all were

@@ -121,6 +121,23 @@ def _split(run_dir: Path, ids: set[str]) -> int:
     return rest
 
 
+def _split_intact(run_dir: Path, ids: set[str], rest: int) -> bool:
+    """Whether the pilot's and the rest's request files hold what `_split` wrote: every line a request, the
+    pilot's exactly its ids and the rest `rest` others (one read; a damaged or missing file is False)."""
+    try:
+        with open(run_dir / PILOT_FILE, "rb") as pilot, open(run_dir / REST_FILE, "rb") as other:
+            if {_line_id(line) for line in pilot} != ids:
+                return False
+            count = 0
+            for line in other:  # streamed: the rest can be large
+                if _line_id(line) in ids:
+                    return False
+                count += 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return count == rest
+
+
 def _latest(run_dir: Path, ids: set[str]) -> dict[str, dict]:
     """The latest results.jsonl record of each id in `ids`."""
     latest: dict[str, dict] = {}
@@ -272,6 +289,11 @@ def pilot_step(run_dir: Path, n: int, mode: str, pilot_only: bool, max_cost: flo
             state = {"ids": ids, "rest": rest, "figures": None}
             atomic_write_json(state_path, state)  # journalled before anything is sent
     ids = set(state["ids"])
+    if not _split_intact(run_dir, ids, int(state["rest"])):
+        # Both files derive from requests.jsonl and the recorded ids: a damaged or deleted one is written again,
+        # the same as before, rather than stopping the run (or sending a damaged line).
+        with run_lock(run_dir):
+            _split(run_dir, ids)
     # A pilot that answered nothing measured nothing: typed again, it sends its unanswered items again
     # (errors are not billed) rather than carrying an empty measurement forward.
     if state.get("figures") is None or not state["figures"].get("answered"):
