@@ -238,8 +238,9 @@ def test_a_damaged_pilot_record_is_an_error_with_a_way_out(bp):
     assert bp(*args, "--pilot-only").code == 0
     good = Path("r/pilot.json").read_text()
     for bad in ('[1, 2]', '{"ids": 5, "figures": null, "rest": 4}', '{"ids": ["t000"], "figures": "x", "rest": 4}',
-                '{"ids": ["t000"], "rest": 4, "figures": {"answered": 1, "extrapolated": "x"}}'):
-        Path("r/pilot.json").write_text(bad)
+                '{"ids": ["t000"], "rest": 4, "figures": {"answered": 1, "extrapolated": "x"}}',
+                '{"ids": [', b'{"ids": ["\xff"]}'):  # cut short by a full disk; not UTF-8
+        (Path("r/pilot.json").write_bytes if isinstance(bad, bytes) else Path("r/pilot.json").write_text)(bad)
         r = bp(*args, "--pilot-only")
         assert r.code == 1 and "Error:" in r.stderr and "pilot.json" in r.stderr, (bad, r.stderr)
         assert "Hint: delete pilot.json" in r.stderr and "Traceback" not in r.stderr

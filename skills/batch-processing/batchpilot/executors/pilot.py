@@ -359,9 +359,13 @@ def _read_state(path: Path) -> dict | None:
     """pilot.json, None when there is none; a file of another shape is an Error, not a traceback."""
     if not path.exists():
         return None
-    state = read_json(path, "pilot.json")
+    try:
+        state = read_json(path, "pilot.json")
+    except BatchpilotError as exc:  # the file's JSON is nobody's to fix by hand: the way out is the one below
+        state = exc
     if not _is_state(state):
-        raise BatchpilotError(f"{path} is not a pilot record batchpilot wrote (ids, rest, figures)",
+        detail = f": {state.message}" if isinstance(state, BatchpilotError) else ""
+        raise BatchpilotError(f"{path} is not a pilot record batchpilot wrote (ids, rest, figures){detail}",
                               "delete pilot.json and type the run command again with the same --pilot N: the same items "
                               "are picked and measured from their recorded results, none answered is sent again")
     return state
