@@ -107,3 +107,16 @@ def test_a_rehearsal_and_the_real_job_never_resume_each_other(bp, monkeypatch, e
     real_again = bp("run", "-t", "code-review", "-i", "items.jsonl", "--mode", "direct")
     assert real_again.receipt["finished"] is True and real_again.receipt["run"] == real.receipt["run"]
     assert real_again.receipt["emulated"] is False
+
+
+def test_a_run_without_run_lists_each_skipped_item_once(bp):
+    docs = Path("docs")
+    docs.mkdir()
+    (docs / "small.txt").write_text("a short note about the weather", encoding="utf-8")
+    (docs / "big.txt").write_text("word " * 200, encoding="utf-8")
+    got = bp("run", "--template", "summarize", "--items", "docs", "--max-item-bytes", "100", "--emulate")
+    assert got.code == 0, got.stderr
+    run = Path(got.receipt["run"])
+    skipped = [json.loads(line) for line in (run / "skipped.jsonl").read_text().splitlines()]
+    assert [s["source"] for s in skipped] == ["docs/big.txt"]  # once, though the job's items were read twice
+    assert json.loads((run / "run.json").read_text())["skipped"] == {"oversized": 1}

@@ -84,6 +84,7 @@ def run_job(job_kwargs: dict[str, Any], run_dir: Path | None, mode: str, urgent:
         if target is None:
             project.enter_context(project_lock(RUNS_HOME))
             fingerprint = job_fingerprint(inputs_fingerprint(job.items(), job.settings()), mode)
+            job.skipped.clear()  # that read listed the skipped items; create_run's read lists them again
             # A rehearsal and the real job share a fingerprint: each resumes only a run of its own kind, so a
             # real `run` never continues (or reports) an emulated run's placeholders, nor the reverse.
             found = None if new else find_run(RUNS_HOME, fingerprint, accept=lambda d: _same_kind(d, mode, options.emulate))
