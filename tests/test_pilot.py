@@ -114,6 +114,12 @@ def estimate_rows(page: str) -> list[tuple[str, str]]:
     return [(html.unescape(a), html.unescape(b)) for a, b in re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", section)]
 
 
+def cache_row(run: str) -> dict[str, str]:
+    """The report's row of run.json's cache choice: the TTL and why, as the receipts print them."""
+    cache = json.loads(Path(run, "run.json").read_text())["cache"]
+    return {"prompt cache for the shared instructions": f"{cache['ttl']}: {cache['why']}"}
+
+
 def narrow_overflow(page: Path, tmp_path: Path, width: int = 320) -> tuple[int, int, int]:
     """(viewport width, page width, right edge of the estimate section) of `page` shown `width` px wide.
 
@@ -156,6 +162,7 @@ def test_the_report_shows_the_pilots_estimate_against_the_bill(bp, tmp_path):
     tokens = pilot["billed_tokens"]
     before = json.loads(Path("r/run.json").read_text())["estimate"]  # plan's figure, recorded when prepared
     assert dict(rows) == {
+        **cache_row("r"),  # the choice the receipts printed, which both estimates assumed
         "pilot items answered": "4 of 4",
         "pilot billed cost": f"${pilot['billed_cost_usd']:,.4f}",
         "pilot tokens in / out": f"{tokens['input_tokens']:,} / {tokens['output_tokens']:,}",
@@ -199,7 +206,7 @@ def test_a_run_without_a_pilot_reports_plans_estimate_against_the_bill(bp):
     billed = json.loads(Path("d/summary.json").read_text())["cost_usd"]
     low, high = before["cost_range_usd"]
     rows = dict(estimate_rows(Path("d/report.html").read_text()))
-    assert rows == {f"estimate when prepared, {before['mode']} (range)": f"${before['cost_usd']:,.4f} (${low:,.4f}–${high:,.4f})",
+    assert rows == {**cache_row("d"), f"estimate when prepared, {before['mode']} (range)": f"${before['cost_usd']:,.4f} (${low:,.4f}–${high:,.4f})",
                     "billed, whole run": f"${billed:,.4f}", "billed / estimate": f"{billed / before['cost_usd']:.2f}"}
     assert all(f"| {label} | {figure} |" in Path("d/report.md").read_text() for label, figure in rows.items())
 
@@ -276,7 +283,8 @@ def test_a_damaged_estimate_in_run_json_shows_unknown_in_the_report(bp):
         rows = dict(estimate_rows(page))
         mode = "direct" if name != "nested" else "unknown"
         shown = "$0.0000 ($0.0000–$0.0000)" if name == "tiny" else "unknown"  # and no billed / estimate of 1e300
-        assert rows == {f"estimate when prepared, {mode} (range)": shown, "billed, whole run": f"${billed:,.4f}"}, name
+        assert rows == {**cache_row("d"), f"estimate when prepared, {mode} (range)": shown,
+                        "billed, whole run": f"${billed:,.4f}"}, name
         assert "{" not in md.split("## Estimate vs billed")[1], name  # no Python repr of the object in the note
 
 

@@ -4,7 +4,8 @@
 formatted, so report.md and report.html show the same figures (each renderer only escapes them). Two
 estimates can be set against the bill: run.json's `estimate`, what plan would print for the job, recorded
 when it was prepared (`prepare.run_estimate`), and after `run --pilot` the pilot's extrapolation
-(`pilot.json`). A run with neither (an older run, an unpriced model, agents or headless mode) has no section.
+(`pilot.json`). Both rest on run.json's cache choice, which the section shows first. A run with neither
+(an older run, an unpriced model, agents or headless mode) has no section.
 
 The whole-job estimate shown is the extrapolation row of the mode the run continued in: pilot.json's
 `mode_key` when it records one; for an older pilot.json, run.json's mode with `_cached` when that row exists
@@ -93,6 +94,15 @@ def _prepared_row(manifest: dict) -> tuple[tuple[str, str], float | None, str] |
     return (f"estimate when prepared, {mode} (range)", text), cost, source if isinstance(source, str) else ""
 
 
+def _cache_row(manifest: dict) -> list[tuple[str, str]]:
+    """run.json's cache choice (TTL and why), the one the receipts printed, as the estimate assumed it."""
+    cache = _obj(manifest.get("cache"))
+    ttl, why = cache.get("ttl"), cache.get("why")
+    if not isinstance(ttl, str):
+        return []
+    return [("prompt cache for the shared instructions", f"{ttl}: {why}" if isinstance(why, str) and why else ttl)]
+
+
 def estimate_section(manifest: dict, summary: dict, pilot: dict | None) -> dict | None:
     """{"title", "rows": [(label, text)], "note"} for a run with an estimate: run.json's `estimate` (plan's
     figure at prepare) and/or a pilot's extrapolation (pilot.json's content); None when it has neither."""
@@ -103,7 +113,7 @@ def estimate_section(manifest: dict, summary: dict, pilot: dict | None) -> dict 
         row, cost, source = prepared
         note = (f"The estimate is what plan prints for this job{', from ' + source if source else ''}. The bill is "
                 "the run's cost in summary.json: every attempt, retries included.")
-        return {"title": TITLE, "rows": [row, *_bill_rows(summary, cost)], "note": note}
+        return {"title": TITLE, "rows": [*_cache_row(manifest), row, *_bill_rows(summary, cost)], "note": note}
     figures = pilot["figures"]
     tokens, cache = _obj(figures.get("billed_tokens")), _obj(figures.get("cache"))
     share = _number(figures.get("invalid_share"))
@@ -118,6 +128,7 @@ def estimate_section(manifest: dict, summary: dict, pilot: dict | None) -> dict 
     extrapolated = _obj(figures.get("extrapolated"))
     row = _obj(extrapolated.get(key)) if key else {}
     estimate = _number(row.get("cost_usd"))
+    rows += _cache_row(manifest)
     if prepared is not None:
         rows.append(prepared[0])
     if figures.get("answered") == 0:  # nothing measured, nothing extrapolated
